@@ -1,0 +1,187 @@
+"""API-key authentication with a two-level cache, for DRF views and Channels consumers.
+
+A request normally costs no database read: each worker keeps the keys it has
+seen in memory for PULSE_LOCAL_CACHE_SECONDS, behind the shared Django cache
+(Redis in production), behind the database. Revoking a key writes a tombstone
+to the shared cache, so every worker stops accepting it within that interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+
+from gateway.errors import AuthenticationError
+from gateway.models import ApiKey, hash_api_key
+
+logger = logging.getLogger(__name__)
+
+SHARED_CACHE_SECONDS = 300
+LAST_USED_RESOLUTION_SECONDS = 60
+_LOCAL_CAPACITY = 50_000
+_TOMBSTONE: dict = {}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: the key and its owner, as cached (no model instances)."""
+
+    key_id: int
+    key_hash: str
+    key_prefix: str
+    user_id: int
+    username: str
+    is_staff: bool
+    expires_at: datetime | None
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+
+    @property
+    def pk(self) -> int:
+        return self.user_id
+
+    id = pk
+
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+
+_local: dict[str, tuple[float, Principal | None]] = {}
+_last_recorded_use: dict[int, float] = {}
+
+
+def raw_key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The key from `Authorization: Bearer <key>` or `x-api-key: <key>` (lower-case header names)."""
+    authorization = headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return headers.get("x-api-key", "").strip() or None
+
+
+def _shared_key(key_hash: str) -> str:
+    return f"apikey:{key_hash}"
+
+
+def _principal_from_db(key_hash: str) -> Principal | None:
+    key = (
+        ApiKey.objects.select_related("user")
+        .filter(key_hash=key_hash, revoked_at__isnull=True, user__is_active=True)
+        .first()
+    )
+    if key is None:
+        return None
+    return Principal(key.pk, key.key_hash, key.prefix, key.user_id, key.user.get_username(),
+                     key.user.is_staff, key.expires_at)
+
+
+def _refresh(key_hash: str) -> Principal | None:
+    try:
+        entry = cache.get(_shared_key(key_hash))
+    except Exception:  # the shared cache being down must not lock every client out
+        logger.warning("shared cache unavailable for API key lookup", exc_info=True)
+        entry = None
+    if entry is None:
+        principal = _principal_from_db(key_hash)
+        try:
+            # add, not set: a concurrent revocation's tombstone must win over this read.
+            cache.add(_shared_key(key_hash), asdict(principal) if principal else _TOMBSTONE,
+                      SHARED_CACHE_SECONDS)
+        except Exception:
+            logger.warning("shared cache unavailable for API key store", exc_info=True)
+    else:
+        principal = Principal(**entry) if entry else None
+    if len(_local) >= _LOCAL_CAPACITY:
+        _local.clear()
+    _local[key_hash] = (time.monotonic(), principal)
+    return principal
+
+
+def _fresh_local(key_hash: str) -> tuple[bool, Principal | None]:
+    hit = _local.get(key_hash)
+    if hit and time.monotonic() - hit[0] < settings.PULSE_LOCAL_CACHE_SECONDS:
+        return True, hit[1]
+    return False, None
+
+
+def _checked(principal: Principal | None) -> Principal:
+    if principal is None:
+        raise AuthenticationError("Invalid or revoked API key.")
+    if principal.is_expired():
+        raise AuthenticationError("API key has expired.", code="expired_api_key")
+    return principal
+
+
+def authenticate_key(raw_key: str) -> Principal:
+    """The principal for raw_key, or AuthenticationError. Sync: for DRF views and commands."""
+    key_hash = hash_api_key(raw_key)
+    found, principal = _fresh_local(key_hash)
+    return _checked(principal if found else _refresh(key_hash))
+
+
+async def aauthenticate_key(raw_key: str) -> Principal:
+    """authenticate_key for the async hot path: no thread unless the local copy is stale."""
+    key_hash = hash_api_key(raw_key)
+    found, principal = _fresh_local(key_hash)
+    if not found:
+        principal = await sync_to_async(_refresh, thread_sensitive=False)(key_hash)
+    return _checked(principal)
+
+
+def forget_api_key(key_hash: str, *, revoked: bool) -> None:
+    """Drop a key from the caches. A revoked key leaves a tombstone so stale reads cannot revive it."""
+    _local.pop(key_hash, None)
+    if revoked:
+        cache.set(_shared_key(key_hash), _TOMBSTONE, SHARED_CACHE_SECONDS)
+    else:
+        cache.delete(_shared_key(key_hash))
+
+
+def _should_record_use(principal: Principal) -> bool:
+    now = time.monotonic()
+    last = _last_recorded_use.get(principal.key_id)
+    if last is not None and now - last < LAST_USED_RESOLUTION_SECONDS:
+        return False
+    _last_recorded_use[principal.key_id] = now
+    return True
+
+
+def record_key_use(principal: Principal) -> None:
+    """Update last_used_at, at most once a minute per key and worker (not a write per request)."""
+    if _should_record_use(principal):
+        ApiKey.objects.filter(pk=principal.key_id).update(last_used_at=timezone.now())
+
+
+async def arecord_key_use(principal: Principal) -> None:
+    if _should_record_use(principal):
+        await ApiKey.objects.filter(pk=principal.key_id).aupdate(last_used_at=timezone.now())
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """DRF authentication by API key; request.user becomes the cached Principal."""
+
+    def authenticate(self, request) -> tuple[Principal, Principal] | None:
+        raw_key = raw_key_from_headers(request.headers)
+        if raw_key is None:
+            return None
+        try:
+            principal = authenticate_key(raw_key)
+        except AuthenticationError as exc:
+            raise AuthenticationFailed(exc.message, code=exc.code) from None
+        record_key_use(principal)
+        return principal, principal
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="pulse"'

@@ -1,0 +1,37 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from providers.defaults import DEFAULT_ROUTES
+from providers.models import ModelRoute, Provider
+
+
+class Command(BaseCommand):
+    help = ("Create or update Provider rows from the environment (*_API_KEY, *_BASE_URL) and add the "
+            "default routes that are missing. Idempotent; routes edited in the admin are left alone.")
+
+    @transaction.atomic
+    def handle(self, *args, **options) -> None:
+        for kind, conf in settings.PROVIDER_ENV.items():
+            self._sync_provider(kind, conf["api_key"], conf["base_url"])
+        providers = {p.name: p for p in Provider.objects.all()}
+        created = 0
+        for name, provider_name, upstream, modality, prices in DEFAULT_ROUTES:
+            if provider_name not in providers:
+                continue
+            _, was_created = ModelRoute.objects.get_or_create(
+                name=name,
+                defaults={"provider": providers[provider_name], "upstream_model": upstream,
+                          "modality": modality, "priority": 200 if "*" in name else 100, **prices},
+            )
+            created += was_created
+        self.stdout.write(f"providers: {', '.join(sorted(providers)) or 'none'}; {created} route(s) added")
+
+    def _sync_provider(self, kind: str, api_key: str, base_url: str) -> None:
+        """A key in the environment creates or updates the provider named after its kind."""
+        if not api_key:
+            return
+        provider = Provider.objects.filter(name=kind).first() or Provider(name=kind, kind=kind)
+        provider.base_url = base_url.rstrip("/")
+        provider.api_key = api_key
+        provider.save()

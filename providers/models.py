@@ -1,0 +1,106 @@
+"""Providers and model routes: data edited in the admin, read by workers as a cached snapshot."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from providers.secrets import decrypt_secret, encrypt_secret
+
+
+class Provider(models.Model):
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI"
+        OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible (vLLM, Ollama, …)"
+        ANTHROPIC = "anthropic", "Anthropic"
+        GEMINI = "gemini", "Google Gemini"
+        REPLICATE = "replicate", "Replicate"
+
+    name = models.SlugField(max_length=50, unique=True)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    base_url = models.URLField(max_length=500, help_text="As the official SDK's base URL: OpenAI's "
+                               "includes /v1; Anthropic's, Gemini's and Replicate's do not.")
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    connect_timeout_s = models.FloatField(default=5.0)
+    read_timeout_s = models.FloatField(default=120.0, help_text="Longest wait for the next bytes of an answer.")
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def api_key(self) -> str:
+        return decrypt_secret(self.api_key_encrypted)
+
+    @api_key.setter
+    def api_key(self, value: str) -> None:
+        self.api_key_encrypted = encrypt_secret(value)
+
+
+class ModelRoute(models.Model):
+    """A public model name (or a pattern like `gpt-*`) and where it goes."""
+
+    class Modality(models.TextChoices):
+        CHAT = "chat"
+        IMAGE = "image"
+        VIDEO = "video"
+
+    name = models.CharField(max_length=200, unique=True,
+                            help_text="The model name clients send, or a pattern with one '*' (e.g. gpt-*).")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="routes")
+    upstream_model = models.CharField(
+        max_length=200, blank=True,
+        help_text="The provider's model name. Blank: the requested name, without a 'provider:' prefix.")
+    modality = models.CharField(max_length=10, choices=Modality.choices, default=Modality.CHAT)
+    priority = models.IntegerField(default=100, help_text="Among patterns matching a name, lowest first.")
+    fallbacks = models.ManyToManyField("self", through="RouteFallback", symmetrical=False,
+                                       related_name="+", blank=True)
+    default_max_tokens = models.PositiveIntegerField(
+        default=4096, help_text="Used when a request gives no max_tokens (Anthropic requires one).")
+    input_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    output_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    usd_per_image = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    usd_per_video_second = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_pattern(self) -> bool:
+        return "*" in self.name
+
+    def clean(self) -> None:
+        if self.name.count("*") > 1:
+            raise ValidationError({"name": "A pattern may hold one '*' only."})
+
+
+class RouteFallback(models.Model):
+    """One step of a route's ordered fallback chain."""
+
+    route = models.ForeignKey(ModelRoute, on_delete=models.CASCADE, related_name="fallback_steps")
+    fallback = models.ForeignKey(ModelRoute, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(fields=["route", "fallback"], name="unique_fallback_step")]
+
+    def __str__(self) -> str:
+        return f"{self.route_id} -> {self.fallback_id} (#{self.position})"
+
+    def clean(self) -> None:
+        if self.fallback_id and self.fallback_id == self.route_id:
+            raise ValidationError({"fallback": "A route cannot fall back to itself."})
+        if self.fallback_id and self.fallback.is_pattern:
+            raise ValidationError({"fallback": "Fall back to a route with an exact model name, not a pattern."})

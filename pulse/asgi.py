@@ -1,0 +1,25 @@
+"""ASGI entry point: Channels routes the hot-path consumers first, Django serves the rest.
+
+The chat endpoints are AsyncHttpConsumers rather than Django views: Django's
+view stack costs about half a millisecond per request even with no middleware
+(see DESIGN.md for the measurements).
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pulse.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402 - needs Django set up
+from django.urls import re_path  # noqa: E402
+
+from gateway.routing import http_consumer_routes, websocket_routes  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": URLRouter([*http_consumer_routes, re_path(r"", django_asgi_app)]),
+        "websocket": URLRouter(websocket_routes),
+    }
+)

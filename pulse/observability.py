@@ -1,0 +1,121 @@
+"""Request ids, structured-log context and Prometheus metrics, for Django views and consumers alike."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from contextvars import ContextVar
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from prometheus_client import Counter, Histogram
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_current_request_id: ContextVar[str] = ContextVar("pulse_request_id", default="-")
+# A client may send its own id; anything that could break a log line or a header is replaced.
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+HTTP_REQUESTS = Counter(
+    "pulse_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "pulse_http_request_duration_seconds",
+    "Time from request to response start",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def new_request_id(client_value: str | None = None) -> str:
+    if client_value and _CLIENT_REQUEST_ID.match(client_value):
+        return client_value
+    return f"req_{uuid.uuid4().hex}"
+
+
+def bind_request_id(request_id: str) -> None:
+    """Make request_id the id on every log line of the current request (task or thread context)."""
+    _current_request_id.set(request_id)
+
+
+def current_request_id() -> str:
+    return _current_request_id.get()
+
+
+def observe_request(*, route: str, method: str, status: int, seconds: float) -> None:
+    HTTP_REQUESTS.labels(route, method, str(status)).inc()
+    HTTP_LATENCY.labels(route, method).observe(seconds)
+
+
+class RequestIdLogFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = _current_request_id.get()
+        return True
+
+
+class RequestIdMiddleware:
+    """Reads or makes the request id, binds it for logging and echoes it on the response."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def _begin(self, request) -> str:
+        request.request_id = new_request_id(request.headers.get(REQUEST_ID_HEADER))
+        bind_request_id(request.request_id)
+        return request.request_id
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        request_id = self._begin(request)
+        response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = request_id
+        return response
+
+    async def _acall(self, request):
+        request_id = self._begin(request)
+        response = await self.get_response(request)
+        response[REQUEST_ID_HEADER] = request_id
+        return response
+
+
+class MetricsMiddleware:
+    """Counts and times Django-served requests, labelled by URL pattern (bounded cardinality)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        started = time.perf_counter()
+        response = self.get_response(request)
+        self._observe(request, response, started)
+        return response
+
+    async def _acall(self, request):
+        started = time.perf_counter()
+        response = await self.get_response(request)
+        self._observe(request, response, started)
+        return response
+
+    @staticmethod
+    def _observe(request, response, started: float) -> None:
+        match = getattr(request, "resolver_match", None)
+        route = f"/{match.route}" if match and match.route else "unmatched"
+        observe_request(
+            route=route,
+            method=request.method,
+            status=response.status_code,
+            seconds=time.perf_counter() - started,
+        )
