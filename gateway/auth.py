@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
@@ -136,7 +136,7 @@ async def aauthenticate_key(raw_key: str) -> Principal:
     key_hash = hash_api_key(raw_key)
     found, principal = _fresh_local(key_hash)
     if not found:
-        principal = await sync_to_async(_refresh, thread_sensitive=False)(key_hash)
+        principal = await database_sync_to_async(_refresh)(key_hash)
     return _checked(principal)
 
 
@@ -158,15 +158,19 @@ def _should_record_use(principal: Principal) -> bool:
     return True
 
 
+def _write_last_used(key_id: int) -> None:
+    ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
+
+
 def record_key_use(principal: Principal) -> None:
     """Update last_used_at, at most once a minute per key and worker (not a write per request)."""
     if _should_record_use(principal):
-        ApiKey.objects.filter(pk=principal.key_id).update(last_used_at=timezone.now())
+        _write_last_used(principal.key_id)
 
 
 async def arecord_key_use(principal: Principal) -> None:
     if _should_record_use(principal):
-        await ApiKey.objects.filter(pk=principal.key_id).aupdate(last_used_at=timezone.now())
+        await database_sync_to_async(_write_last_used)(principal.key_id)
 
 
 class ApiKeyAuthentication(BaseAuthentication):

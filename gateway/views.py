@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from gateway.errors import ApiError
 from gateway.health import readiness
+from providers.routing import routing_table
 
 
 class PublicView(APIView):
@@ -62,7 +63,23 @@ def metrics_registry() -> CollectorRegistry:
     return registry
 
 
+class ModelSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The model name to send; a name with '*' is a pattern.")
+    object = serializers.CharField(default="model")
+    created = serializers.IntegerField(default=0)
+    owned_by = serializers.CharField(help_text="The provider that serves it.")
+    modality = serializers.ChoiceField(choices=["chat", "image", "video"])
+    pattern = serializers.BooleanField()
+    fallbacks = serializers.ListField(child=serializers.CharField())
+
+
 class ModelListView(APIView):
-    @extend_schema(summary="The models this key may use (OpenAI list format)")
+    @extend_schema(summary="The models this key may use (OpenAI list format, plus modality and fallbacks)",
+                   responses=inline_serializer("ModelList", {"object": serializers.CharField(),
+                                                             "data": ModelSerializer(many=True)}))
     def get(self, request: Request) -> Response:
-        return Response({"object": "list", "data": []})
+        routes = [r for r in routing_table().routes if r.enabled and r.provider_enabled]
+        data = [{"id": r.name, "object": "model", "created": 0, "owned_by": r.provider.name,
+                 "modality": r.modality, "pattern": r.is_pattern, "fallbacks": list(r.fallbacks)}
+                for r in sorted(routes, key=lambda r: (r.is_pattern, r.name))]
+        return Response({"object": "list", "data": data})

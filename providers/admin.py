@@ -6,6 +6,8 @@ from providers.secrets import mask_secret
 
 
 class ProviderForm(forms.ModelForm):
+    base_url = forms.URLField(max_length=500, assume_scheme="https",
+                              help_text=Provider._meta.get_field("base_url").help_text)
     api_key = forms.CharField(required=False, strip=True, widget=forms.PasswordInput(render_value=False),
                               help_text="Write-only. Leave blank to keep the current key.")
 

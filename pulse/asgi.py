@@ -16,10 +16,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402 - needs
 from django.urls import re_path  # noqa: E402
 
 from gateway.routing import http_consumer_routes, websocket_routes  # noqa: E402
+from pulse.lifespan import lifespan_app  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": URLRouter([*http_consumer_routes, re_path(r"", django_asgi_app)]),
         "websocket": URLRouter(websocket_routes),
+        "lifespan": lifespan_app,
     }
 )

@@ -7,6 +7,10 @@ from rest_framework.test import APIClient
 
 from gateway import auth
 from gateway.keys import api_key_create
+from providers import routing
+from providers.breaker import breaker
+from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI
+from tests.live import LiveGateway
 
 
 def pytest_configure(config):
@@ -24,6 +28,8 @@ def _fresh_caches():
     cache.clear()
     auth._local.clear()
     auth._last_recorded_use.clear()
+    routing._state.update(table=None, checked_at=float("-inf"))
+    breaker.reset()
     yield
     auth._local.clear()
 
@@ -62,3 +68,46 @@ def client_for():
 def api(api_key, client_for) -> APIClient:
     """An API client authenticated as alice."""
     return client_for(api_key[1])
+
+
+# --- fake providers and the live gateway --------------------------------------------
+@pytest.fixture(scope="session")
+def fakes():
+    """One fake server per provider for the session; reset before each test that uses them."""
+    servers = {"openai": FakeOpenAI.start(), "anthropic": FakeAnthropic.start(), "gemini": FakeGemini.start()}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture
+def fake_providers(fakes, settings, transactional_db):
+    """Provider rows and default routes pointing at the fakes, made the way an operator would:
+    environment variables, then `manage.py sync_providers`."""
+    from django.core.management import call_command
+
+    for fake in fakes.values():
+        fake.reset()
+    settings.PROVIDER_ENV = {name: {"api_key": fake.api_key, "base_url": fake.base_url}
+                             for name, fake in fakes.items()}
+    call_command("sync_providers", stdout=open(os.devnull, "w"))
+    return fakes
+
+
+@pytest.fixture(scope="session")
+def live_gateway():
+    server = LiveGateway().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gateway(live_gateway, fake_providers, transactional_db):
+    """The live gateway's base URL, with providers on the fakes."""
+    return live_gateway.url
+
+
+@pytest.fixture
+def live_key(transactional_db, django_user_model):
+    user = django_user_model.objects.create_user("live-user")
+    return api_key_create(user=user, name="live")[1]

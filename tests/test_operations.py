@@ -114,6 +114,10 @@ def test_openapi_schema_documents_the_api(client):
     schema = json.loads(response.content)
     assert schema["openapi"].startswith("3.")
     assert "/v1/models" in schema["paths"] and "/readyz" in schema["paths"]
+    complete = schema["paths"]["/v1/chat/complete"]["post"]
+    assert "ChatCompleteRequest" in json.dumps(complete["requestBody"])
+    assert {"200", "400", "401", "404", "502", "503", "504"} <= set(complete["responses"])
+    assert "post" in schema["paths"]["/v1/chat/completions"]
 
 
 def test_docs_page_uses_local_assets_only(client):
@@ -122,3 +126,11 @@ def test_docs_page_uses_local_assets_only(client):
     assert "/static/drf_spectacular_sidecar/" in html
     assert "cdn." not in html and "unpkg" not in html
     assert client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code == 200
+
+
+def test_openapi_schema_is_valid_and_generates_without_warnings(tmp_path):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--urlconf", "gateway.schema", "--validate", "--fail-on-warn",
+                 "--file", str(tmp_path / "schema.yaml"))
+    assert "/v1/chat/completions" in (tmp_path / "schema.yaml").read_text()

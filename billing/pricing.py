@@ -1,0 +1,19 @@
+"""Cost arithmetic: exact Decimal, from the prices in force when the request ran."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from providers.clients.base import Usage
+from providers.routing import Prices
+
+MILLION = Decimal(1_000_000)
+# Ledger precision: a millionth of a cent is below any provider's billing unit.
+COST_QUANTUM = Decimal("0.00000001")
+
+
+def chat_cost(usage: Usage, prices: Prices) -> Decimal:
+    """USD cost of a chat call. Cached input tokens are billed as input (no discount is configured)."""
+    cost = (Decimal(usage.input_tokens) * prices.input_usd_per_mtok
+            + Decimal(usage.output_tokens) * prices.output_usd_per_mtok) / MILLION
+    return cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)

@@ -1,0 +1,213 @@
+"""The chat endpoints, served by Channels HTTP consumers on the hot path.
+
+They share authentication (gateway.auth), validation (the dialect serializers)
+and the error envelope with the DRF views, without Django's view stack.
+The response is produced in a task so that the consumer keeps receiving: a client
+that disconnects mid-stream cancels the upstream call at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
+from channels.generic.http import AsyncHttpConsumer
+from django.conf import settings
+
+from billing.pricing import chat_cost
+from gateway.auth import Principal, aauthenticate_key, arecord_key_use, raw_key_from_headers
+from gateway.chat_formats import Answered, ChatCall, OpenAIDialect, PulseDialect, now_created
+from gateway.chat_pipeline import ChatStream, complete_chat, open_chat_stream, plan_candidates
+from gateway.errors import ApiError, AuthenticationError, InvalidRequest, as_api_error
+from providers.clients.base import ProviderError, Usage
+from providers.routing import Candidate, arouting_table
+from pulse.observability import REQUEST_ID_HEADER, bind_request_id, new_request_id, observe_request
+
+logger = logging.getLogger(__name__)
+_background: set[asyncio.Task] = set()
+
+JSON = b"application/json"
+SSE = b"text/event-stream"
+
+
+def _headers(pairs: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode(), value.encode()) for name, value in pairs.items()]
+
+
+class ChatConsumer(AsyncHttpConsumer):
+    dialect: type[PulseDialect] | type[OpenAIDialect] = PulseDialect
+    route = "/v1/chat/complete"
+    # No channel layer: a request needs no group messages, and joining the layer would cost
+    # a new channel (a Redis round trip with channels-redis) on every request.
+    channel_layer_alias = "no-channel-layer"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.received = 0
+        self.task: asyncio.Task | None = None
+        self.rejected = False
+        self.request_id = ""
+
+    # --- ASGI message handlers ------------------------------------------------
+    async def dispatch(self, message: dict) -> None:
+        # Channels' dispatch first closes stale database connections through a thread hop,
+        # on every message. This consumer touches the database only through
+        # database_sync_to_async (auth and routing cache misses), which does that itself.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def http_request(self, message: dict) -> None:
+        if self.rejected or self.task:
+            return
+        chunk = message.get("body", b"")
+        self.received += len(chunk)
+        if self.received > settings.MAX_REQUEST_BODY_BYTES or self._declared_length() > settings.MAX_REQUEST_BODY_BYTES:
+            self.rejected = True  # refuse before reading (and parsing) the rest
+            self.task = asyncio.create_task(self._refuse_oversize())
+            return
+        self.body.append(chunk)
+        if not message.get("more_body"):
+            self.task = asyncio.create_task(self._respond(b"".join(self.body)))
+
+    async def http_disconnect(self, message: dict) -> None:
+        if self.task and not self.task.done():
+            self.task.cancel()  # the client left: stop the upstream call too
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        raise StopConsumer()
+
+    def _declared_length(self) -> int:
+        value = self._header("content-length")
+        return int(value) if value.isdigit() else 0
+
+    def _header(self, name: str) -> str:
+        for key, value in self.scope["headers"]:
+            if key.decode("latin-1").lower() == name:
+                return value.decode("latin-1")
+        return ""
+
+    # --- the request ----------------------------------------------------------
+    async def _refuse_oversize(self) -> None:
+        self.request_id = new_request_id(self._header("x-request-id"))
+        error = ApiError("Request body is too large.", status=413, code="request_too_large")
+        await self._send_error(error)
+        observe_request(route=self.route, method=self.scope["method"], status=413, seconds=0.0)
+
+    async def _respond(self, body: bytes) -> None:
+        started = time.perf_counter()
+        self.request_id = new_request_id(self._header("x-request-id"))
+        bind_request_id(self.request_id)
+        status = 500
+        try:
+            status = await self._handle(body)
+        except ApiError as error:
+            status = error.status
+            await self._send_error(error)
+        except asyncio.CancelledError:
+            status = 499  # client closed the request (nginx's convention)
+            raise
+        except Exception as exc:
+            logger.exception("unhandled error in chat consumer")
+            status = 500
+            await self._send_error(as_api_error(exc))
+        finally:
+            observe_request(route=self.route, method=self.scope["method"], status=status,
+                            seconds=time.perf_counter() - started)
+
+    async def _handle(self, body: bytes) -> int:
+        if self.scope["method"] != "POST":
+            raise ApiError(f"Method {self.scope['method']} not allowed.", status=405, code="method_not_allowed",
+                           headers={"Allow": "POST"})
+        await self._authenticate()
+        call = self.dialect.parse(self._json(body))
+        candidates = plan_candidates(call, await arouting_table())
+        if call.stream:
+            return await self._stream(call, await open_chat_stream(call, candidates))
+        outcome = await complete_chat(call, candidates)
+        cost = chat_cost(outcome.result.usage, outcome.candidate.route.prices)
+        answered = self._answered(call, outcome.candidate)
+        body_out = json.dumps(self.dialect.answer(outcome.result, answered, cost)).encode()
+        await self.send_response(200, body_out, headers=self._response_headers(JSON, outcome.candidate, cost))
+        return 200
+
+    async def _authenticate(self) -> Principal:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope["headers"]}
+        raw_key = raw_key_from_headers(headers)
+        if raw_key is None:
+            raise AuthenticationError("No API key: send Authorization: Bearer <key>.", code="missing_api_key",
+                                      headers={"WWW-Authenticate": 'Bearer realm="pulse"'})
+        principal = await aauthenticate_key(raw_key)
+        task = asyncio.create_task(arecord_key_use(principal))  # off the request's critical path
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return principal
+
+    def _json(self, body: bytes) -> Any:
+        content_type = self._header("content-type").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise ApiError(f"Unsupported media type {content_type or 'none'!r}: send application/json.",
+                           status=415, code="unsupported_media_type")
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"The body is not valid JSON: {exc}", code="invalid_json") from None
+
+    def _answered(self, call: ChatCall, candidate: Candidate) -> Answered:
+        return Answered(self.request_id, call.model, candidate.provider.name, candidate.upstream_model,
+                        now_created())
+
+    def _response_headers(self, content_type: bytes, candidate: Candidate, cost=None) -> list[tuple[bytes, bytes]]:
+        headers = {"Content-Type": content_type.decode(), REQUEST_ID_HEADER: self.request_id,
+                   "X-Pulse-Provider": candidate.provider.name, "X-Pulse-Model": candidate.upstream_model}
+        if cost is not None:
+            headers["X-Pulse-Cost-USD"] = str(cost)
+        return _headers(headers)
+
+    async def _send_error(self, error: ApiError) -> None:
+        headers = {"Content-Type": "application/json", REQUEST_ID_HEADER: self.request_id, **error.headers}
+        await self.send_response(error.status, json.dumps(error.body()).encode(), headers=_headers(headers))
+
+    # --- streaming --------------------------------------------------------------
+    async def _stream(self, call: ChatCall, stream: ChatStream) -> int:
+        answered = self._answered(call, stream.candidate)
+        headers = self._response_headers(SSE, stream.candidate) + [(b"Cache-Control", b"no-cache"),
+                                                                    (b"X-Accel-Buffering", b"no")]
+        await self.send_headers(status=200, headers=headers)
+        dialect, include_usage = self.dialect, call.include_usage
+        finish_reason, usage, text = "stop", None, []
+        try:
+            await self.send_body(dialect.stream_start(answered, include_usage), more_body=True)
+            async for delta in stream.deltas():
+                text.append(delta.content)
+                finish_reason = delta.finish_reason or finish_reason
+                usage = delta.usage or usage
+                if chunk := dialect.stream_delta(delta, answered, include_usage):
+                    await self.send_body(chunk, more_body=True)
+        except ProviderError as error:
+            # Bytes already went to the client: no fallback now, end with a clear error event.
+            logger.warning("stream from %s broke after it started: %s", error.provider, error)
+            failure = ApiError(f"The stream from {error.provider} broke off: {error.message}", status=502,
+                               type="api_error", code="stream_interrupted")
+            await self.send_body(dialect.stream_error(failure), more_body=False)
+            return 200
+        finally:
+            await stream.aclose()
+        usage = usage or Usage(estimated=True)
+        cost = chat_cost(usage, stream.candidate.route.prices)
+        await self.send_body(dialect.stream_end(finish_reason, usage, cost, answered, include_usage), more_body=False)
+        return 200
+
+
+class ChatCompletionsConsumer(ChatConsumer):
+    """POST /v1/chat/completions: the OpenAI wire format, for the official OpenAI SDKs."""
+
+    dialect = OpenAIDialect
+    route = "/v1/chat/completions"

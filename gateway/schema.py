@@ -1,0 +1,73 @@
+"""OpenAPI documentation of the endpoints that Channels consumers serve.
+
+drf-spectacular documents DRF views; the chat endpoints are consumers routed
+ahead of Django (pulse/asgi.py), so the schema is generated from a urlconf that
+adds these documentation-only views at the same paths. They are never routed
+for serving; the serializers they name are the ones the consumers validate with.
+"""
+
+from django.urls import include, path
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
+from rest_framework import serializers
+from rest_framework.views import APIView
+
+from gateway.chat_formats import ChatCompleteRequest, ChatCompleteResponse, ChatCompletionsRequest, OpenAIContent
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "gateway.auth.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(header_name="Authorization", token_prefix="Bearer")
+
+
+extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {
+    "type": "object", "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}}}}]})(OpenAIContent)
+
+ERROR = inline_serializer("Error", {"error": inline_serializer("ErrorBody", {
+    "type": serializers.CharField(), "code": serializers.CharField(), "message": serializers.CharField(),
+    "param": serializers.CharField(allow_null=True)})})
+ERRORS = {
+    400: OpenApiResponse(ERROR, "Bad input (param names the field), or content_policy_violation"),
+    401: OpenApiResponse(ERROR, "No or bad API key"),
+    404: OpenApiResponse(ERROR, "model_not_found"),
+    413: OpenApiResponse(ERROR, "Body too large"),
+    429: OpenApiResponse(ERROR, "rate_limit_exceeded or quota_exceeded"),
+    502: OpenApiResponse(ERROR, "Every candidate provider failed (error.attempts lists them)"),
+    503: OpenApiResponse(ERROR, "Every candidate provider was overloaded or cooling down"),
+    504: OpenApiResponse(ERROR, "Every candidate provider timed out"),
+}
+
+
+class ChatCompleteDoc(APIView):
+    @extend_schema(
+        operation_id="chat_complete", tags=["chat"], request=ChatCompleteRequest,
+        summary="Chat completion in Pulse's format; with stream=true, Server-Sent Events",
+        description="Stream events: `event: delta` with `{\"delta\"}`, then `event: done` with id, model, "
+                    "provider, finish_reason, usage and cost_usd, or `event: error` with the error envelope.",
+        responses={200: ChatCompleteResponse, **ERRORS},
+    )
+    def post(self, request):  # pragma: no cover - documentation only, served by ChatConsumer
+        raise NotImplementedError
+
+
+class ChatCompletionsDoc(APIView):
+    @extend_schema(
+        operation_id="chat_completions", tags=["chat"], request=ChatCompletionsRequest,
+        summary="OpenAI-compatible chat completions (use the official OpenAI SDKs with base_url=<pulse>/v1)",
+        description="Answers in the OpenAI `chat.completion` format; with stream=true, `chat.completion.chunk` "
+                    "SSE ending in `data: [DONE]`, with a usage chunk when stream_options.include_usage is set.",
+        responses={200: OpenApiResponse(description="An OpenAI chat.completion object"), **ERRORS},
+    )
+    def post(self, request):  # pragma: no cover - documentation only, served by ChatCompletionsConsumer
+        raise NotImplementedError
+
+
+urlpatterns = [
+    path("v1/chat/complete", ChatCompleteDoc.as_view()),
+    path("v1/chat/completions", ChatCompletionsDoc.as_view()),
+    path("", include("pulse.urls")),
+]

@@ -1,0 +1,127 @@
+"""Gemini generateContent / streamGenerateContent.
+
+The assistant role is "model", system text is `systemInstruction`, sampling settings
+live in `generationConfig`, and a stream has no end marker: only a finishReason tells
+a finished stream from a cut one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from providers.clients import HttpChatClient, set_fields
+from providers.clients.base import CONTENT_FILTER, LENGTH, STOP, ChatDelta, ChatRequest, ChatResult, Usage
+
+# Anything else (OTHER, MALFORMED_FUNCTION_CALL, ...) still ended the answer: STOP.
+FINISH_REASONS = {
+    "STOP": STOP,
+    "MAX_TOKENS": LENGTH,
+    **dict.fromkeys(
+        ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"), CONTENT_FILTER
+    ),
+}
+
+
+def gemini_usage(metadata: dict[str, Any] | None) -> Usage:
+    """Thinking is billed as output, so it counts in output_tokens too. Proto3 JSON leaves
+    zero counts out: every field may be missing."""
+    if not metadata:
+        return Usage(estimated=True)
+    thoughts = metadata.get("thoughtsTokenCount") or 0
+    return Usage(
+        input_tokens=metadata.get("promptTokenCount") or 0,
+        output_tokens=(metadata.get("candidatesTokenCount") or 0) + thoughts,
+        cached_input_tokens=metadata.get("cachedContentTokenCount") or 0,
+        reasoning_tokens=thoughts,
+    )
+
+
+def finish_reason(value: str | None) -> str:
+    return FINISH_REASONS.get(value or "", STOP)
+
+
+def candidate_text(response: dict[str, Any]) -> tuple[str, str | None]:
+    """Text of candidate 0, without thought summaries, and its finish reason if it has one.
+    A stream chunk may carry no candidate at all (only usage)."""
+    candidates = response.get("candidates") or [{}]
+    candidate = candidates[0]
+    parts = (candidate.get("content") or {}).get("parts") or []
+    text = "".join(part.get("text") or "" for part in parts if not part.get("thought"))
+    return text, candidate.get("finishReason")
+
+
+def response_result(response: dict[str, Any], model: str) -> ChatResult:
+    if not response.get("candidates"):
+        raise KeyError("candidates")
+    text, reason = candidate_text(response)
+    return ChatResult(
+        content=text,
+        finish_reason=finish_reason(reason),
+        usage=gemini_usage(response.get("usageMetadata")),
+        upstream_model=response.get("modelVersion") or model,
+        upstream_id=response.get("responseId"),
+    )
+
+
+class GeminiChatClient(HttpChatClient):
+    def headers(self) -> dict[str, str]:
+        return {"x-goog-api-key": self.provider.api_key}
+
+    def url(self, model: str, action: str) -> str:
+        # Routes may hold the resource name ("models/gemini-2.5-flash") or the bare id.
+        return self.endpoint(f"/v1beta/models/{model.removeprefix('models/')}:{action}")
+
+    @staticmethod
+    def body(request: ChatRequest) -> dict[str, Any]:
+        contents = [
+            {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
+            for m in request.dialogue
+        ]
+        body: dict[str, Any] = {"contents": contents}
+        if request.system_text:
+            body["systemInstruction"] = {"parts": [{"text": request.system_text}]}
+        config = set_fields(
+            temperature=request.temperature,
+            maxOutputTokens=request.max_tokens,
+            topP=request.top_p,
+            stopSequences=list(request.stop),
+        )
+        if config:
+            body["generationConfig"] = config
+        return body
+
+    def check_prompt_allowed(self, response: dict[str, Any]) -> None:
+        """A blocked prompt is a 200 with promptFeedback.blockReason and no candidates. Another
+        provider's filter may differ, but Pulse does not shop a refused prompt around."""
+        reason = (response.get("promptFeedback") or {}).get("blockReason")
+        if reason and not response.get("candidates"):
+            raise self.error(
+                f"the provider's safety filter blocked the prompt (blockReason {reason})",
+                retryable=False,
+                status=400,
+                code="content_policy_violation",
+            )
+
+    async def complete(self, request: ChatRequest, *, model: str) -> ChatResult:
+        response = await self.post_json(self.url(model, "generateContent"), self.body(request))
+        self.check_prompt_allowed(response)
+        return self.parse(response_result, response, model)
+
+    async def stream(self, request: ChatRequest, *, model: str) -> AsyncIterator[ChatDelta]:
+        url = self.url(model, "streamGenerateContent?alt=sse")
+        reason, metadata = None, None
+        async with aclosing(self.post_events(url, self.body(request))) as events:
+            async for _event, data in events:
+                chunk = self.decode(data)
+                self.check_prompt_allowed(chunk)
+                text, chunk_reason = self.parse(candidate_text, chunk)
+                if text:
+                    yield ChatDelta(content=text)
+                reason = chunk_reason or reason
+                # Each chunk's usageMetadata is the running total: keep the last, never add.
+                metadata = chunk.get("usageMetadata") or metadata
+        if reason is None:
+            raise self.stream_cut()
+        yield ChatDelta(finish_reason=finish_reason(reason), usage=self.parse(gemini_usage, metadata))

@@ -1,0 +1,168 @@
+"""The routing table: model name -> ordered candidates (primary route, its fallback
+chain, then the request's own fallbacks).
+
+Workers keep the whole table in memory and check a version number in the
+shared cache at most every PULSE_LOCAL_CACHE_SECONDS; any admin edit bumps the
+version (providers/signals.py), so a change reaches every worker within that
+interval and a normal request reads no database row.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+
+from providers.clients.base import ProviderConfig
+from providers.models import ModelRoute
+
+VERSION_KEY = "routing:version"
+
+
+@dataclass(frozen=True)
+class Prices:
+    input_usd_per_mtok: Decimal = Decimal(0)
+    output_usd_per_mtok: Decimal = Decimal(0)
+    usd_per_image: Decimal = Decimal(0)
+    usd_per_video_second: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    provider: ProviderConfig
+    provider_enabled: bool
+    enabled: bool
+    upstream_model: str
+    modality: str
+    priority: int
+    default_max_tokens: int
+    prices: Prices
+    fallbacks: tuple[str, ...]
+
+    @property
+    def is_pattern(self) -> bool:
+        return "*" in self.name
+
+    def matches(self, model: str) -> bool:
+        prefix, _, suffix = self.name.partition("*")
+        return len(model) >= len(prefix) + len(suffix) and model.startswith(prefix) and model.endswith(suffix)
+
+    def upstream_for(self, model: str) -> str:
+        """The provider's model name: the route's own, else the requested one minus a 'provider:' prefix."""
+        if self.upstream_model:
+            return self.upstream_model
+        namespace, colon, rest = model.partition(":")
+        return rest if colon and self.name.startswith(namespace + ":") else model
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One provider call to try: which route, and the upstream model name to send."""
+
+    route: Route
+    upstream_model: str
+
+    @property
+    def provider(self) -> ProviderConfig:
+        return self.route.provider
+
+
+class RoutingTable:
+    def __init__(self, routes: Iterable[Route], version: str = ""):
+        self.version = version
+        self.routes = list(routes)
+        self._exact = {route.name: route for route in self.routes if not route.is_pattern}
+        # Among patterns: lowest priority number first, then the most specific (longest literal part).
+        self._patterns = sorted((r for r in self.routes if r.is_pattern),
+                                key=lambda r: (r.priority, -len(r.name)))
+
+    def match(self, model: str) -> Route | None:
+        return self._exact.get(model) or next((r for r in self._patterns if r.matches(model)), None)
+
+    def candidates(self, model: str, extra_fallbacks: Sequence[str] = (), modality: str = "chat") -> list[Candidate]:
+        """Candidates in order, skipping repeats and anything disabled; [] when model has no usable route."""
+        primary = self.match(model)
+        if primary is None or not primary.enabled or primary.modality != modality:
+            return []
+        steps = [(primary, model)]
+        steps += [(self._exact[name], name) for name in primary.fallbacks if name in self._exact]
+        steps += [(route, name) for name in extra_fallbacks if (route := self.match(name))]
+        seen, chosen = set(), []
+        for route, name in steps:
+            candidate = Candidate(route, route.upstream_for(name))
+            key = (route.provider.name, candidate.upstream_model)
+            if route.enabled and route.provider_enabled and route.modality == modality and key not in seen:
+                seen.add(key)
+                chosen.append(candidate)
+        return chosen
+
+    def unknown_fallbacks(self, names: Sequence[str]) -> list[str]:
+        return [name for name in names if self.match(name) is None]
+
+
+def _route_from_row(row: ModelRoute) -> Route:
+    p = row.provider
+    provider = ProviderConfig(p.name, p.kind, p.base_url.rstrip("/"), p.api_key, p.connect_timeout_s,
+                              p.read_timeout_s)
+    prices = Prices(row.input_usd_per_mtok, row.output_usd_per_mtok, row.usd_per_image, row.usd_per_video_second)
+    fallbacks = tuple(step.fallback.name for step in row.fallback_steps.all())
+    return Route(row.name, provider, p.enabled, row.enabled, row.upstream_model, row.modality, row.priority,
+                 row.default_max_tokens, prices, fallbacks)
+
+
+def load_routing_table(version: str = "") -> RoutingTable:
+    # Disabled routes are loaded too: a disabled exact name must not fall through to a pattern.
+    rows = (ModelRoute.objects.select_related("provider")
+            .prefetch_related("fallback_steps__fallback"))
+    return RoutingTable((_route_from_row(row) for row in rows), version)
+
+
+def shared_version() -> str:
+    version = cache.get(VERSION_KEY)
+    if version is None:
+        cache.add(VERSION_KEY, uuid.uuid4().hex, None)
+        version = cache.get(VERSION_KEY)
+    return version
+
+
+def bump_routing_version() -> None:
+    """Tell every worker to reload the table (called after any provider or route change commits)."""
+    cache.set(VERSION_KEY, uuid.uuid4().hex, None)
+    _state["checked_at"] = float("-inf")
+
+
+_state: dict = {"table": None, "checked_at": float("-inf")}
+
+
+def _refresh() -> RoutingTable:
+    version = shared_version()
+    table = _state["table"]
+    if table is None or table.version != version:
+        table = load_routing_table(version)
+        _state["table"] = table
+    return table
+
+
+def _needs_check() -> bool:
+    now = time.monotonic()
+    if _state["table"] is not None and now - _state["checked_at"] < settings.PULSE_LOCAL_CACHE_SECONDS:
+        return False
+    _state["checked_at"] = now  # set before the check, so concurrent requests do not all reload
+    return True
+
+
+def routing_table() -> RoutingTable:
+    return _refresh() if _needs_check() else _state["table"]
+
+
+async def arouting_table() -> RoutingTable:
+    if _needs_check():
+        return await database_sync_to_async(_refresh)()
+    return _state["table"]
