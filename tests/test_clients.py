@@ -23,7 +23,6 @@ from providers.clients import (
     GeminiChatClient,
     OpenAIChatClient,
     chat_client_for,
-    retry_after_s,
 )
 from providers.clients.anthropic import anthropic_usage
 from providers.clients.base import (
@@ -38,6 +37,7 @@ from providers.clients.base import (
     ProviderError,
     Usage,
 )
+from providers.clients.http_client import retry_after_s
 from providers.clients.openai import openai_usage
 from providers.http import close_shared_session
 from tests.fakes import INSUFFICIENT_QUOTA, FakeAnthropic, FakeGemini, FakeOpenAI, FakeProvider

@@ -12,7 +12,6 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.clients import HttpChatClient, error_object, set_fields
 from providers.clients.base import (
     CONTENT_FILTER,
     LENGTH,
@@ -23,6 +22,7 @@ from providers.clients.base import (
     ChatResult,
     Usage,
 )
+from providers.clients.http_client import HttpChatClient, error_object, set_fields
 
 ANTHROPIC_VERSION = "2023-06-01"
 # The gateway normally fills max_tokens from the route; the API refuses a request without it.

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from providers.clients import HttpChatClient, set_fields
 from providers.clients.base import CONTENT_FILTER, LENGTH, STOP, ChatDelta, ChatRequest, ChatResult, Usage
+from providers.clients.http_client import HttpChatClient, set_fields
 
 # Anything else (OTHER, MALFORMED_FUNCTION_CALL, ...) still ended the answer: STOP.
 FINISH_REASONS = {

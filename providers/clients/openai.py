@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from providers.clients import HttpChatClient, error_object, set_fields
 from providers.clients.base import (
     CONTENT_FILTER,
     LENGTH,
@@ -22,6 +21,7 @@ from providers.clients.base import (
     ChatResult,
     Usage,
 )
+from providers.clients.http_client import HttpChatClient, error_object, set_fields
 
 FINISH_REASONS = {
     "stop": STOP,
