@@ -21,6 +21,7 @@ from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
+from billing.caps import Caps
 from gateway.errors import AuthenticationError
 from gateway.models import ApiKey, hash_api_key
 
@@ -43,6 +44,8 @@ class Principal:
     username: str
     is_staff: bool
     expires_at: datetime | None
+    rate_limit: tuple[int, float] | None = None  # the owner's override of RATE_LIMIT
+    caps: Caps | None = None  # the owner's monthly caps, None when there are none
 
     is_authenticated = True
     is_anonymous = False
@@ -53,6 +56,15 @@ class Principal:
         return self.user_id
 
     id = pk
+
+    def to_cache(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_cache(cls, entry: dict) -> Principal:
+        caps = entry.get("caps")
+        return cls(**{**entry, "caps": Caps(**caps) if caps else None,
+                      "rate_limit": tuple(entry["rate_limit"]) if entry.get("rate_limit") else None})
 
     def is_expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= timezone.now()
@@ -77,14 +89,20 @@ def _shared_key(key_hash: str) -> str:
 
 def _principal_from_db(key_hash: str) -> Principal | None:
     key = (
-        ApiKey.objects.select_related("user")
+        ApiKey.objects.select_related("user", "user__limits")
         .filter(key_hash=key_hash, revoked_at__isnull=True, user__is_active=True)
         .first()
     )
     if key is None:
         return None
+    limits = getattr(key.user, "limits", None)
+    rate_limit = caps = None
+    if limits is not None:
+        if limits.rate_limit_requests and limits.rate_limit_window_s:
+            rate_limit = (limits.rate_limit_requests, float(limits.rate_limit_window_s))
+        caps = Caps.of(limits)
     return Principal(key.pk, key.key_hash, key.prefix, key.user_id, key.user.get_username(),
-                     key.user.is_staff, key.expires_at)
+                     key.user.is_staff, key.expires_at, rate_limit, caps)
 
 
 def _refresh(key_hash: str) -> Principal | None:
@@ -97,12 +115,12 @@ def _refresh(key_hash: str) -> Principal | None:
         principal = _principal_from_db(key_hash)
         try:
             # add, not set: a concurrent revocation's tombstone must win over this read.
-            cache.add(_shared_key(key_hash), asdict(principal) if principal else _TOMBSTONE,
+            cache.add(_shared_key(key_hash), principal.to_cache() if principal else _TOMBSTONE,
                       SHARED_CACHE_SECONDS)
         except Exception:
             logger.warning("shared cache unavailable for API key store", exc_info=True)
     else:
-        principal = Principal(**entry) if entry else None
+        principal = Principal.from_cache(entry) if entry else None
     if len(_local) >= _LOCAL_CAPACITY:
         _local.clear()
     _local[key_hash] = (time.monotonic(), principal)

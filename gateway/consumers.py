@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from decimal import Decimal
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -20,14 +21,22 @@ from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
-from billing.pricing import chat_cost
+from billing.models import UsageRecord
+from billing.ratelimit import rate_key, rate_limiter, user_rate
 from gateway.auth import Principal, aauthenticate_key, arecord_key_use, raw_key_from_headers
 from gateway.chat_formats import Answered, ChatCall, OpenAIDialect, PulseDialect, now_created
 from gateway.chat_pipeline import ChatStream, complete_chat, open_chat_stream, plan_candidates
 from gateway.errors import ApiError, AuthenticationError, InvalidRequest, as_api_error
+from gateway.metering import ChatMeter
 from providers.clients.base import ProviderError, Usage
 from providers.routing import Candidate, arouting_table
-from pulse.observability import REQUEST_ID_HEADER, bind_request_id, new_request_id, observe_request
+from pulse.observability import (
+    REQUEST_ID_HEADER,
+    bind_request_id,
+    new_request_id,
+    observe_request,
+    response_request_id,
+)
 
 logger = logging.getLogger(__name__)
 _background: set[asyncio.Task] = set()
@@ -53,6 +62,7 @@ class ChatConsumer(AsyncHttpConsumer):
         self.task: asyncio.Task | None = None
         self.rejected = False
         self.request_id = ""
+        self.common_headers: dict[str, str] = {}  # X-Request-Id and the rate-limit headers, on every answer
 
     # --- ASGI message handlers ------------------------------------------------
     async def dispatch(self, message: dict) -> None:
@@ -95,16 +105,20 @@ class ChatConsumer(AsyncHttpConsumer):
         return ""
 
     # --- the request ----------------------------------------------------------
+    def _begin(self) -> None:
+        self.request_id = new_request_id()
+        bind_request_id(self.request_id)
+        self.common_headers = {REQUEST_ID_HEADER: response_request_id(self._header("x-request-id"), self.request_id)}
+
     async def _refuse_oversize(self) -> None:
-        self.request_id = new_request_id(self._header("x-request-id"))
+        self._begin()
         error = ApiError("Request body is too large.", status=413, code="request_too_large")
         await self._send_error(error)
         observe_request(route=self.route, method=self.scope["method"], status=413, seconds=0.0)
 
     async def _respond(self, body: bytes) -> None:
         started = time.perf_counter()
-        self.request_id = new_request_id(self._header("x-request-id"))
-        bind_request_id(self.request_id)
+        self._begin()
         status = 500
         try:
             status = await self._handle(body)
@@ -126,17 +140,39 @@ class ChatConsumer(AsyncHttpConsumer):
         if self.scope["method"] != "POST":
             raise ApiError(f"Method {self.scope['method']} not allowed.", status=405, code="method_not_allowed",
                            headers={"Allow": "POST"})
-        await self._authenticate()
+        principal = await self._authenticate()
+        await self._rate_limit(principal)
         call = self.dialect.parse(self._json(body))
         candidates = plan_candidates(call, await arouting_table())
-        if call.stream:
-            return await self._stream(call, await open_chat_stream(call, candidates))
-        outcome = await complete_chat(call, candidates)
-        cost = chat_cost(outcome.result.usage, outcome.candidate.route.prices)
+        meter = ChatMeter(principal=principal, request_id=self.request_id, endpoint=self.route, call=call,
+                          candidates=candidates)
+        await meter.reserve()
+        try:
+            if call.stream:
+                return await self._stream(call, await open_chat_stream(call, candidates), meter)
+            outcome = await complete_chat(call, candidates)
+        except ApiError as error:
+            blocked = error.code == "content_policy_violation"
+            await meter.failed(error, status=UsageRecord.Status.BLOCKED if blocked else UsageRecord.Status.FAILED)
+            raise
+        except asyncio.CancelledError:
+            await meter.canceled()
+            raise
+        attempts = [a.as_dict() for a in outcome.attempts]
+        cost = await meter.succeeded(outcome.candidate, outcome.result.usage, attempts)
         answered = self._answered(call, outcome.candidate)
         body_out = json.dumps(self.dialect.answer(outcome.result, answered, cost)).encode()
         await self.send_response(200, body_out, headers=self._response_headers(JSON, outcome.candidate, cost))
         return 200
+
+    async def _rate_limit(self, principal: Principal) -> None:
+        limit, window_s = user_rate(principal)
+        decision = await rate_limiter.acquire(rate_key(principal), limit, window_s)
+        self.common_headers.update(decision.headers())
+        if not decision.allowed:
+            raise ApiError(f"Rate limit reached: {limit} requests per {window_s:g} s. Retry after "
+                           f"{decision.headers()['Retry-After']} s.", status=429, type="rate_limit_error",
+                           code="rate_limit_exceeded")
 
     async def _authenticate(self) -> Principal:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope["headers"]}
@@ -165,28 +201,34 @@ class ChatConsumer(AsyncHttpConsumer):
                         now_created())
 
     def _response_headers(self, content_type: bytes, candidate: Candidate, cost=None) -> list[tuple[bytes, bytes]]:
-        headers = {"Content-Type": content_type.decode(), REQUEST_ID_HEADER: self.request_id,
+        headers = {"Content-Type": content_type.decode(), **self.common_headers,
                    "X-Pulse-Provider": candidate.provider.name, "X-Pulse-Model": candidate.upstream_model}
         if cost is not None:
             headers["X-Pulse-Cost-USD"] = str(cost)
         return _headers(headers)
 
     async def _send_error(self, error: ApiError) -> None:
-        headers = {"Content-Type": "application/json", REQUEST_ID_HEADER: self.request_id, **error.headers}
+        headers = {"Content-Type": "application/json", **self.common_headers, **error.headers}
         await self.send_response(error.status, json.dumps(error.body()).encode(), headers=_headers(headers))
 
     # --- streaming --------------------------------------------------------------
-    async def _stream(self, call: ChatCall, stream: ChatStream) -> int:
+    async def _stream(self, call: ChatCall, stream: ChatStream, meter: ChatMeter) -> int:
         answered = self._answered(call, stream.candidate)
         headers = self._response_headers(SSE, stream.candidate) + [(b"Cache-Control", b"no-cache"),
                                                                     (b"X-Accel-Buffering", b"no")]
         await self.send_headers(status=200, headers=headers)
         dialect, include_usage = self.dialect, call.include_usage
-        finish_reason, usage, text = "stop", None, []
+        finish_reason, usage, chars = "stop", None, 0
+        attempts = [a.as_dict() for a in stream.attempts]
+
+        async def metered(status: str, error_code: str = "") -> Decimal:
+            return await meter.stream_ended(stream.candidate, usage, chars, status=status, attempts=attempts,
+                                            error_code=error_code)
+
         try:
             await self.send_body(dialect.stream_start(answered, include_usage), more_body=True)
             async for delta in stream.deltas():
-                text.append(delta.content)
+                chars += len(delta.content)
                 finish_reason = delta.finish_reason or finish_reason
                 usage = delta.usage or usage
                 if chunk := dialect.stream_delta(delta, answered, include_usage):
@@ -194,15 +236,19 @@ class ChatConsumer(AsyncHttpConsumer):
         except ProviderError as error:
             # Bytes already went to the client: no fallback now, end with a clear error event.
             logger.warning("stream from %s broke after it started: %s", error.provider, error)
+            await metered(UsageRecord.Status.FAILED, "stream_interrupted")
             failure = ApiError(f"The stream from {error.provider} broke off: {error.message}", status=502,
                                type="api_error", code="stream_interrupted")
             await self.send_body(dialect.stream_error(failure), more_body=False)
             return 200
+        except asyncio.CancelledError:  # the client went away: bill what was produced
+            await metered(UsageRecord.Status.CANCELED, "client_disconnected")
+            raise
         finally:
             await stream.aclose()
-        usage = usage or Usage(estimated=True)
-        cost = chat_cost(usage, stream.candidate.route.prices)
-        await self.send_body(dialect.stream_end(finish_reason, usage, cost, answered, include_usage), more_body=False)
+        cost = await metered(UsageRecord.Status.SUCCEEDED)
+        await self.send_body(dialect.stream_end(finish_reason, usage or Usage(estimated=True), cost, answered,
+                                                include_usage), more_body=False)
         return 200
 
 

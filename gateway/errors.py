@@ -8,6 +8,7 @@ OpenAI convention so OpenAI-compatible clients classify them correctly.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -95,7 +96,7 @@ def _drf_error(exc: drf.APIException) -> ApiError:
             code = specific
         return AuthenticationError(str(exc.detail), code=code)
     if isinstance(exc, drf.Throttled):
-        headers = {"Retry-After": str(int(exc.wait or 1))}
+        headers = {"Retry-After": str(max(1, math.ceil(exc.wait or 1)))}
         return ApiError(str(exc.detail), status=429, type="rate_limit_error",
                         code="rate_limit_exceeded", headers=headers)
     mapping = {

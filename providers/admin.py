@@ -66,7 +66,7 @@ class RouteFallbackInline(admin.TabularInline):
 class ModelRouteAdmin(admin.ModelAdmin):
     list_display = ("name", "provider", "upstream_model", "modality", "priority", "enabled",
                     "input_usd_per_mtok", "output_usd_per_mtok", "usd_per_image", "usd_per_video_second")
-    list_filter = ("modality", "enabled", "provider")
+    list_filter = ("modality", "enabled", "moderation_enabled", "provider")
     list_select_related = ("provider",)
     search_fields = ("name", "upstream_model")
     inlines = (RouteFallbackInline,)

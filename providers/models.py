@@ -67,6 +67,10 @@ class ModelRoute(models.Model):
     output_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
     usd_per_image = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
     usd_per_video_second = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    moderation_enabled = models.BooleanField(
+        default=True, help_text="Run the moderation hooks on prompts to this route before any provider sees them.")
+    fallback_on_refusal = models.BooleanField(
+        default=False, help_text="When the provider refuses on content-policy grounds, try the next candidate.")
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -45,6 +45,8 @@ class Route:
     default_max_tokens: int
     prices: Prices
     fallbacks: tuple[str, ...]
+    moderation_enabled: bool = True
+    fallback_on_refusal: bool = False
 
     @property
     def is_pattern(self) -> bool:
@@ -114,7 +116,7 @@ def _route_from_row(row: ModelRoute) -> Route:
     prices = Prices(row.input_usd_per_mtok, row.output_usd_per_mtok, row.usd_per_image, row.usd_per_video_second)
     fallbacks = tuple(step.fallback.name for step in row.fallback_steps.all())
     return Route(row.name, provider, p.enabled, row.enabled, row.upstream_model, row.modality, row.priority,
-                 row.default_max_tokens, prices, fallbacks)
+                 row.default_max_tokens, prices, fallbacks, row.moderation_enabled, row.fallback_on_refusal)
 
 
 def load_routing_table(version: str = "") -> RoutingTable:

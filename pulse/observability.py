@@ -27,10 +27,14 @@ HTTP_LATENCY = Histogram(
 )
 
 
-def new_request_id(client_value: str | None = None) -> str:
-    if client_value and _CLIENT_REQUEST_ID.match(client_value):
-        return client_value
+def new_request_id() -> str:
+    """Pulse's own id for a request: unique, so it can key the ledger (a client's id may repeat)."""
     return f"req_{uuid.uuid4().hex}"
+
+
+def response_request_id(client_value: str | None, request_id: str) -> str:
+    """The X-Request-Id to answer with: the client's own when it sent a sane one, else Pulse's."""
+    return client_value if client_value and _CLIENT_REQUEST_ID.match(client_value) else request_id
 
 
 def bind_request_id(request_id: str) -> None:
@@ -65,9 +69,9 @@ class RequestIdMiddleware:
             markcoroutinefunction(self)
 
     def _begin(self, request) -> str:
-        request.request_id = new_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request.request_id = new_request_id()
         bind_request_id(request.request_id)
-        return request.request_id
+        return response_request_id(request.headers.get(REQUEST_ID_HEADER), request.request_id)
 
     def __call__(self, request):
         if iscoroutinefunction(self):

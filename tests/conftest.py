@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from billing.ratelimit import LocalSlidingLog, rate_limiter
 from gateway import auth
 from gateway.keys import api_key_create
 from providers import routing
@@ -30,6 +31,7 @@ def _fresh_caches():
     auth._last_recorded_use.clear()
     routing._state.update(table=None, checked_at=float("-inf"))
     breaker.reset()
+    rate_limiter.local = LocalSlidingLog()
     yield
     auth._local.clear()
 

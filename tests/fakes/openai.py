@@ -7,6 +7,8 @@ so a gateway that sends those must fail here too, not in production.
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import time
 from typing import Any
@@ -335,6 +337,10 @@ class FakeOpenAI(FakeProvider):
         limit = fault.after_chunks if fault is not None and fault.kind in STREAM_ONLY else None
         for piece in answer.pieces[:limit]:
             await self.send(response, chunk({"content": piece}))
+        if fault is not None and fault.kind == "stall":
+            await asyncio.sleep(fault.seconds)
+            for piece in answer.pieces[limit:]:
+                await self.send(response, chunk({"content": piece}))
         if fault is not None and fault.kind == "cut":
             self.cut(request)
             return response

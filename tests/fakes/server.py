@@ -27,7 +27,7 @@ from typing import Any, Self
 from aiohttp import web
 
 # Faults that only make sense once a stream has started.
-STREAM_ONLY = frozenset({"cut", "stream_error"})
+STREAM_ONLY = frozenset({"cut", "stream_error", "stall"})
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Answer:
 
 @dataclass
 class Fault:
-    kind: str  # status | delay | cut | malformed | stream_error | block
+    kind: str  # status | delay | cut | malformed | stream_error | stall | block
     times: int
     path: str | None = None  # only requests whose path contains this
     status: int = 0
@@ -242,6 +242,11 @@ class FakeProvider:
     def cut_stream(self, after_chunks: int, times: int = 1, path: str | None = None) -> None:
         """Send that many content chunks of a stream, then close the socket mid-body."""
         self._add(Fault("cut", times, path, after_chunks=after_chunks))
+
+    def stall_stream(self, after_chunks: int, seconds: float, times: int = 1, path: str | None = None) -> None:
+        """Send that many content chunks of a stream, pause, then finish it (FakeOpenAI only):
+        time for a test's client to disconnect mid-stream."""
+        self._add(Fault("stall", times, path, after_chunks=after_chunks, seconds=seconds))
 
     def malformed(self, times: int = 1, path: str | None = None) -> None:
         """Answer 200 with invalid JSON, or a stream with a broken `data:` line."""

@@ -1,0 +1,126 @@
+"""Requests per sliding window per user: at most N accepted in ANY W-second window.
+
+A sliding log (the accept times inside the window), not fixed windows that let 2N
+through across a boundary. With Redis it is one Lua script per request, atomic
+across every worker and timed by Redis's own clock; without Redis, the same
+algorithm in process memory. Any entry point (chat consumers, DRF views, and
+later WebSockets and media jobs) makes the one call `rate_limiter.acquire(...)`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+
+from pulse.redis import shared_redis
+
+SLIDING_LOG = """
+local key, limit, window_us = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = tonumber(ARGV[4])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window_us)
+local count = redis.call('ZCARD', key)
+local allowed = 0
+if count < limit then
+  redis.call('ZADD', key, now, ARGV[3])
+  redis.call('PEXPIRE', key, math.ceil(window_us / 1000))
+  count = count + 1
+  allowed = 1
+end
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+local frees_in = 0
+if oldest[2] then frees_in = tonumber(oldest[2]) + window_us - now end
+return {allowed, limit - count, frees_in}
+"""
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: float  # until the oldest accepted request leaves the window (a slot frees)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(max(self.remaining, 0)),
+                   "X-RateLimit-Reset": str(math.ceil(self.reset_s))}
+        if not self.allowed:
+            headers["Retry-After"] = str(max(1, math.ceil(self.reset_s)))
+        return headers
+
+
+class LocalSlidingLog:
+    """The in-process variant (embedded defaults: one process)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._logs: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()  # DRF views run in threads; consumers on the loop
+
+    def acquire(self, key: str, limit: int, window_s: float) -> RateDecision:
+        with self._lock:
+            now = self.clock()
+            log = self._logs.setdefault(key, deque())
+            while log and log[0] <= now - window_s:
+                log.popleft()
+            allowed = len(log) < limit
+            if allowed:
+                log.append(now)
+            return RateDecision(allowed, limit, limit - len(log), log[0] + window_s - now if log else 0.0)
+
+
+def _decision(result: list, limit: int) -> RateDecision:
+    allowed, remaining, frees_in_us = result
+    return RateDecision(bool(allowed), limit, int(remaining), int(frees_in_us) / 1_000_000)
+
+
+class RateLimiter:
+    def __init__(self) -> None:
+        self.local = LocalSlidingLog()
+        self._sync_client: redis.Redis | None = None
+
+    @staticmethod
+    def _args(key: str, limit: int, window_s: float, now_us: int | None) -> tuple:
+        member = uuid.uuid4().hex
+        extra = [now_us] if now_us is not None else []
+        return (f"pulse:ratelimit:{key}", limit, int(window_s * 1_000_000), member, *extra)
+
+    async def acquire(self, key: str, limit: int, window_s: float, *, now_us: int | None = None) -> RateDecision:
+        """Count one request for key; allowed=False means refuse it. now_us is for tests only."""
+        client = shared_redis()
+        if client is None:
+            return self.local.acquire(key, limit, window_s)
+        name, *args = self._args(key, limit, window_s, now_us)
+        return _decision(await client.eval(SLIDING_LOG, 1, name, *args), limit)
+
+    def acquire_sync(self, key: str, limit: int, window_s: float) -> RateDecision:
+        """acquire() for sync code (DRF views)."""
+        if not settings.REDIS_URL:
+            return self.local.acquire(key, limit, window_s)
+        if self._sync_client is None:
+            self._sync_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+        name, *args = self._args(key, limit, window_s, None)
+        return _decision(self._sync_client.eval(SLIDING_LOG, 1, name, *args), limit)
+
+
+rate_limiter = RateLimiter()
+
+
+def user_rate(principal) -> tuple[int, float]:
+    """(requests, window seconds) for this principal: its admin override, else RATE_LIMIT."""
+    return principal.rate_limit or settings.RATE_LIMIT
+
+
+def rate_key(principal) -> str:
+    return f"user:{principal.user_id}"

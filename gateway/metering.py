@@ -1,0 +1,101 @@
+"""Metering one chat request: the budget hold before the provider call, one ledger row after.
+
+Every path through a request ends in exactly one of succeeded / failed / blocked /
+canceled, each writing the ledger row (zero cost unless something billable was
+produced) and settling or releasing the hold, before the client is told the outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+from channels.db import database_sync_to_async
+
+from billing.budget import Amounts, Reservation, budget_release, budget_reserve, estimate_tokens, worst_case_tokens
+from billing.ledger import UsageEvent, aledger_record_usage
+from billing.models import UsageRecord
+from billing.pricing import chat_cost
+from gateway.auth import Principal
+from gateway.chat_formats import ChatCall
+from gateway.errors import ApiError
+from providers.clients.base import Usage
+from providers.routing import Candidate
+
+Status = UsageRecord.Status
+
+
+def worst_case(call: ChatCall, candidates: list[Candidate]) -> Amounts:
+    """The most this call can cost on any of its candidates."""
+    chars = sum(len(m.content) for m in call.request.messages)
+    bounds = []
+    for candidate in candidates:
+        max_tokens = call.request.max_tokens or candidate.route.default_max_tokens
+        input_tokens, output_tokens = worst_case_tokens(chars, max_tokens, len(call.request.messages))
+        usage = Usage(input_tokens, output_tokens)
+        bounds.append((chat_cost(usage, candidate.route.prices), usage.total_tokens))
+    return Amounts(max(cost for cost, _ in bounds), max(tokens for _, tokens in bounds))
+
+
+class ChatMeter:
+    def __init__(self, *, principal: Principal, request_id: str, endpoint: str, call: ChatCall,
+                 candidates: list[Candidate]):
+        self.principal, self.request_id, self.endpoint = principal, request_id, endpoint
+        self.call, self.candidates = call, candidates
+        self.started = time.perf_counter()
+        self.reservation: Reservation | None = None
+        self.recorded = False
+
+    async def reserve(self) -> None:
+        """Hold the worst case against the user's caps (QuotaExceeded if it does not fit)."""
+        if self.principal.caps is not None:
+            self.reservation = await database_sync_to_async(budget_reserve)(
+                user_id=self.principal.user_id, caps=self.principal.caps,
+                want=worst_case(self.call, self.candidates))
+
+    async def succeeded(self, candidate: Candidate, usage: Usage, attempts: list[dict],
+                        status: str = Status.SUCCEEDED, error_code: str = "") -> Decimal:
+        cost = chat_cost(usage, candidate.route.prices)
+        await self._record(status, candidate=candidate, usage=usage, cost=cost, attempts=attempts,
+                           error_code=error_code)
+        return cost
+
+    async def stream_ended(self, candidate: Candidate, usage: Usage | None, text_chars: int, *, status: str,
+                           attempts: list[dict], error_code: str = "") -> Decimal:
+        """A stream's end, whole or cut: what the provider reported, else an estimate marked as such."""
+        if usage is None:
+            prompt_chars = sum(len(m.content) for m in self.call.request.messages)
+            usage = Usage(estimate_tokens(prompt_chars), estimate_tokens(text_chars), estimated=True)
+        return await self.succeeded(candidate, usage, attempts, status=status, error_code=error_code)
+
+    async def failed(self, error: ApiError, status: str = Status.FAILED) -> None:
+        await self._record(status, error_code=error.code, attempts=error.extra.get("attempts", []))
+
+    async def canceled(self) -> None:
+        await self._record(Status.CANCELED, error_code="client_disconnected")
+
+    async def _record(self, status: str, *, candidate: Candidate | None = None, usage: Usage | None = None,
+                      cost: Decimal = Decimal(0), attempts: list[dict] = (), error_code: str = "") -> None:
+        if self.recorded:
+            return
+        self.recorded = True
+        route = candidate.route if candidate else (self.candidates[0].route if self.candidates else None)
+        usage = usage or Usage()
+        event = UsageEvent(
+            request_id=self.request_id, user_id=self.principal.user_id, api_key_id=self.principal.key_id,
+            model=self.call.model, status=status, endpoint=self.endpoint, route=route.name if route else "",
+            provider=candidate.provider.name if candidate else "",
+            upstream_model=candidate.upstream_model if candidate else "",
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cached_input_tokens=usage.cached_input_tokens, reasoning_tokens=usage.reasoning_tokens,
+            usage_estimated=usage.estimated, cost_usd=cost, error_code=error_code, attempts=list(attempts),
+            latency_ms=int((time.perf_counter() - self.started) * 1000))
+        if not await aledger_record_usage(event, self.reservation):
+            return
+        self.reservation = None
+
+    async def release(self) -> None:
+        """Give back the hold without a ledger row (nothing was attempted)."""
+        if self.reservation is not None:
+            await database_sync_to_async(budget_release)(self.reservation)
+            self.reservation = None

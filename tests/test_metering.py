@@ -1,0 +1,113 @@
+"""The ledger, end to end: one row per request, exactly once, for every way a request can end."""
+
+import json
+import time
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from billing.models import UsageRecord
+from providers.models import ModelRoute, RouteFallback
+from tests.test_chat_endpoints import MESSAGES, post, sse_events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def rows() -> list[UsageRecord]:
+    return list(UsageRecord.objects.order_by("created_at"))
+
+
+def test_a_successful_call_writes_exactly_one_priced_row(gateway, live_key, fake_providers):
+    fake_providers["anthropic"].reply("Hi", input_tokens=1000, output_tokens=2000)
+
+    body = post(gateway, live_key, {"model": "claude-sonnet-4-5", "messages": MESSAGES}).json()
+
+    [row] = rows()
+    assert row.request_id == body["id"]
+    assert (row.status, row.provider, row.model, row.upstream_model) == ("succeeded", "anthropic",
+                                                                         "claude-sonnet-4-5", "claude-sonnet-4-5")
+    assert (row.input_tokens, row.output_tokens) == (1000, 2000)
+    assert row.cost_usd == Decimal("0.033") == Decimal(body["cost_usd"])  # 1000 * $3/M + 2000 * $15/M
+    assert row.user.username == "live-user" and row.api_key is not None and row.latency_ms >= 0
+
+
+def test_fallback_records_one_row_for_the_provider_that_answered_with_what_was_tried(gateway, live_key,
+                                                                                   fake_providers):
+    RouteFallback.objects.create(route=ModelRoute.objects.get(name="gpt-4o"),
+                                 fallback=ModelRoute.objects.get(name="gemini-2.5-flash"))
+    fake_providers["openai"].fail(503)
+
+    post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES})
+
+    [row] = rows()
+    assert row.provider == "gemini" and row.status == "succeeded"
+    assert [a["provider"] for a in row.attempts] == ["openai"]
+
+
+def test_a_failed_request_is_recorded_at_zero_cost(gateway, live_key, fake_providers):
+    fake_providers["openai"].fail(500)
+
+    post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES})
+
+    [row] = rows()
+    assert (row.status, row.cost_usd, row.error_code) == ("failed", 0, "upstream_error")
+    assert row.attempts[0]["status"] == 500
+
+
+def test_a_provider_refusal_is_recorded_as_blocked(gateway, live_key, fake_providers):
+    fake_providers["openai"].reply("", finish_reason="content_filter")
+    post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES})
+    assert [(r.status, r.cost_usd) for r in rows()] == [("blocked", 0)]
+
+
+def test_a_stream_is_metered_with_the_usage_the_provider_reported(gateway, live_key, fake_providers):
+    fake_providers["gemini"].reply("a b c", input_tokens=40, output_tokens=3)
+
+    response = post(gateway, live_key, {"model": "gemini-2.5-flash", "messages": MESSAGES, "stream": True})
+
+    done = json.loads(sse_events(response)[-1][1])
+    [row] = rows()
+    assert (row.input_tokens, row.output_tokens, row.usage_estimated) == (40, 3, False)
+    assert row.cost_usd == Decimal(done["cost_usd"])
+
+
+def test_a_stream_cut_midway_is_metered_with_an_estimate(gateway, live_key, fake_providers):
+    fake_providers["openai"].reply("one two three four five six seven eight")
+    fake_providers["openai"].cut_stream(after_chunks=3)
+
+    post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES, "stream": True})
+
+    [row] = rows()
+    assert (row.status, row.error_code, row.usage_estimated) == ("failed", "stream_interrupted", True)
+    assert row.output_tokens == 4  # "one two three" is 13 characters: about 4 tokens
+    assert row.cost_usd > 0
+
+
+def wait_for_rows(count: int, timeout: float = 3.0) -> list[UsageRecord]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(found := rows()) >= count:
+            return found
+        time.sleep(0.02)
+    return rows()
+
+
+def test_a_client_disconnecting_midway_is_metered_as_canceled(gateway, live_key, fake_providers):
+    fake_providers["openai"].reply("one two three four five six")
+    fake_providers["openai"].stall_stream(after_chunks=2, seconds=2.0)
+
+    with httpx.stream("POST", gateway + "/v1/chat/complete", headers={"Authorization": f"Bearer {live_key}"},
+                      json={"model": "gpt-4o", "messages": MESSAGES, "stream": True}, timeout=5) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:") and "two" in line:
+                break  # leave after the second delta, while the provider is stalled
+
+    [row] = wait_for_rows(1)
+    assert (row.status, row.error_code, row.usage_estimated) == ("canceled", "client_disconnected", True)
+    assert row.output_tokens == 2  # "one two" was produced
+
+
+def test_requests_without_a_route_or_over_the_rate_limit_write_no_row(gateway, live_key, fake_providers):
+    post(gateway, live_key, {"model": "no-such-model", "messages": MESSAGES})
+    assert rows() == []
