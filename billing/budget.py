@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
@@ -39,6 +39,21 @@ class Amounts:
     tokens: int = 0
     images: int = 0
     video_seconds: Decimal = ZERO
+
+
+@dataclass(frozen=True)
+class Units:
+    """Amounts as the budget row counts them: exact integers."""
+
+    e8_usd: int
+    tokens: int
+    images: int
+    video_ms: int
+
+    @classmethod
+    def of(cls, amounts: Amounts) -> Units:
+        return cls(int(amounts.cost_usd.scaleb(8).to_integral_value(ROUND_CEILING)), amounts.tokens,
+                   amounts.images, int((amounts.video_seconds * 1000).to_integral_value(ROUND_CEILING)))
 
 
 @dataclass(frozen=True)
@@ -75,24 +90,36 @@ def _budget_row(user_id: int, period: date) -> int:
     used = used_this_period(user_id, period)
     try:
         with transaction.atomic():
-            return BudgetPeriod.objects.create(user_id=user_id, period=period, spent_usd=used.cost_usd,
-                                               tokens_used=used.tokens, images_used=used.images,
-                                               video_seconds_used=used.video_seconds).pk
+            units = Units.of(used)
+            return BudgetPeriod.objects.create(user_id=user_id, period=period, spent_e8_usd=units.e8_usd,
+                                               tokens_used=units.tokens, images_used=units.images,
+                                               video_ms_used=units.video_ms).pk
     except IntegrityError:  # a concurrent request created it first
         return BudgetPeriod.objects.get(user_id=user_id, period=period).pk
 
 
-def _fits(caps: Caps, want: Amounts) -> Q:
+def _fits(caps: Caps, want: Units) -> Q:
     """The condition, evaluated by the database on the locked row, that this request still fits."""
+    limits = Units.of(Amounts(caps.spend_usd or ZERO, caps.tokens or 0, caps.images or 0,
+                              Decimal(caps.video_seconds or 0)))
     condition = Q()
-    checks = ((caps.spend_usd, "spent_usd", "reserved_usd", want.cost_usd),
-              (caps.tokens, "tokens_used", "tokens_reserved", want.tokens),
-              (caps.images, "images_used", "images_reserved", want.images),
-              (caps.video_seconds, "video_seconds_used", "video_seconds_reserved", want.video_seconds))
-    for cap, used, reserved, amount in checks:
+    checks = ((caps.spend_usd, "e8_usd", "spent_e8_usd", "reserved_e8_usd"),
+              (caps.tokens, "tokens", "tokens_used", "tokens_reserved"),
+              (caps.images, "images", "images_used", "images_reserved"),
+              (caps.video_seconds, "video_ms", "video_ms_used", "video_ms_reserved"))
+    for cap, unit, used, reserved in checks:
         if cap is not None:
-            condition &= Q(**{f"{used}__lte": cap - amount - F(reserved)})
+            condition &= Q(**{f"{used}__lte": getattr(limits, unit) - getattr(want, unit) - F(reserved)})
     return condition
+
+
+def _moved(held: Units, used: Units) -> dict:
+    """The UPDATE that turns a hold into use: reserved -= held, used += used, for every counter."""
+    return {"reserved_e8_usd": F("reserved_e8_usd") - held.e8_usd, "spent_e8_usd": F("spent_e8_usd") + used.e8_usd,
+            "tokens_reserved": F("tokens_reserved") - held.tokens, "tokens_used": F("tokens_used") + used.tokens,
+            "images_reserved": F("images_reserved") - held.images, "images_used": F("images_used") + used.images,
+            "video_ms_reserved": F("video_ms_reserved") - held.video_ms,
+            "video_ms_used": F("video_ms_used") + used.video_ms}
 
 
 def budget_reserve(*, user_id: int, caps: Caps | None, want: Amounts) -> Reservation | None:
@@ -101,10 +128,11 @@ def budget_reserve(*, user_id: int, caps: Caps | None, want: Amounts) -> Reserva
         return None
     period = period_of(timezone.now())
     row = _budget_row(user_id, period)
-    held = BudgetPeriod.objects.filter(Q(pk=row) & _fits(caps, want)).update(
-        reserved_usd=F("reserved_usd") + want.cost_usd, tokens_reserved=F("tokens_reserved") + want.tokens,
-        images_reserved=F("images_reserved") + want.images,
-        video_seconds_reserved=F("video_seconds_reserved") + want.video_seconds)
+    units = Units.of(want)
+    nothing = Units(0, 0, 0, 0)
+    # Reserving is the reverse move: held -= -want, used += 0.
+    held = BudgetPeriod.objects.filter(Q(pk=row) & _fits(caps, units)).update(
+        **_moved(Units(-units.e8_usd, -units.tokens, -units.images, -units.video_ms), nothing))
     if not held:
         raise QuotaExceeded(f"This request could exceed your monthly quota ({_cap_text(caps)}); "
                             f"it would need up to ${want.cost_usd} and {want.tokens} tokens.")
@@ -121,13 +149,8 @@ def budget_settle(reservation: Reservation | None, used: Amounts) -> None:
     """Turn the hold into what was really used. Call inside the ledger row's transaction."""
     if reservation is None:
         return
-    held = reservation.amounts
     BudgetPeriod.objects.filter(user_id=reservation.user_id, period=reservation.period).update(
-        reserved_usd=F("reserved_usd") - held.cost_usd, spent_usd=F("spent_usd") + used.cost_usd,
-        tokens_reserved=F("tokens_reserved") - held.tokens, tokens_used=F("tokens_used") + used.tokens,
-        images_reserved=F("images_reserved") - held.images, images_used=F("images_used") + used.images,
-        video_seconds_reserved=F("video_seconds_reserved") - held.video_seconds,
-        video_seconds_used=F("video_seconds_used") + used.video_seconds)
+        **_moved(Units.of(reservation.amounts), Units.of(used)))
 
 
 def budget_release(reservation: Reservation | None) -> None:

@@ -92,22 +92,32 @@ class BudgetPeriod(models.Model):
     """What a user has spent and holds in reservations this period (calendar month, UTC).
 
     Only ever changed by conditional UPDATEs with F() expressions (billing/budget.py),
-    so concurrent requests cannot overspend a cap.
+    so concurrent requests cannot overspend a cap. Money is kept as whole units of
+    $0.00000001 (the ledger's precision) and video time as milliseconds: integer
+    arithmetic is exact in every database, SQLite included.
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     period = models.DateField(help_text="First day of the month.")
-    spent_usd = models.DecimalField(max_digits=18, decimal_places=8, default=Decimal(0))
-    reserved_usd = models.DecimalField(max_digits=18, decimal_places=8, default=Decimal(0))
+    spent_e8_usd = models.BigIntegerField(default=0, help_text="Spent, in units of $0.00000001.")
+    reserved_e8_usd = models.BigIntegerField(default=0, help_text="Held by requests in flight, same unit.")
     tokens_used = models.BigIntegerField(default=0)
     tokens_reserved = models.BigIntegerField(default=0)
     images_used = models.IntegerField(default=0)
     images_reserved = models.IntegerField(default=0)
-    video_seconds_used = models.DecimalField(max_digits=12, decimal_places=3, default=Decimal(0))
-    video_seconds_reserved = models.DecimalField(max_digits=12, decimal_places=3, default=Decimal(0))
+    video_ms_used = models.BigIntegerField(default=0)
+    video_ms_reserved = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "period"], name="one_budget_row_per_period")]
 
     def __str__(self) -> str:
         return f"budget of user {self.user_id} for {self.period:%Y-%m}"
+
+    @property
+    def spent_usd(self) -> Decimal:
+        return Decimal(self.spent_e8_usd).scaleb(-8)
+
+    @property
+    def reserved_usd(self) -> Decimal:
+        return Decimal(self.reserved_e8_usd).scaleb(-8)

@@ -17,3 +17,11 @@ def chat_cost(usage: Usage, prices: Prices) -> Decimal:
     cost = (Decimal(usage.input_tokens) * prices.input_usd_per_mtok
             + Decimal(usage.output_tokens) * prices.output_usd_per_mtok) / MILLION
     return cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def image_cost(images: int, prices: Prices) -> Decimal:
+    return (Decimal(images) * prices.usd_per_image).quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def video_cost(seconds: Decimal, prices: Prices) -> Decimal:
+    return (Decimal(seconds) * prices.usd_per_video_second).quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)

@@ -8,7 +8,6 @@ so a gateway that sends those must fail here too, not in production.
 from __future__ import annotations
 
 import asyncio
-
 import json
 import time
 from typing import Any

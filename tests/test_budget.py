@@ -1,0 +1,97 @@
+"""Cost arithmetic and the budget service, on the database itself."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from billing.budget import Amounts, QuotaExceeded, budget_release, budget_reserve, budget_settle
+from billing.caps import Caps
+from billing.models import BudgetPeriod, UsageRecord
+from billing.pricing import chat_cost, image_cost, video_cost
+from providers.clients.base import Usage
+from providers.routing import Prices
+
+PRICES = Prices(Decimal("3"), Decimal("15"), Decimal("0.039"), Decimal("0.4"))
+
+
+def test_cost_per_modality_is_exact():
+    assert chat_cost(Usage(1_234_567, 89), PRICES) == Decimal("3.70503600")  # 3.703701 + 0.001335
+    assert chat_cost(Usage(1, 0), PRICES) == Decimal("0.00000300")
+    assert chat_cost(Usage(1, 1), Prices(Decimal("0.15"), Decimal("0.6"))) == Decimal("0.00000075")
+    assert image_cost(4, PRICES) == Decimal("0.156")
+    assert video_cost(Decimal(8), PRICES) == Decimal("3.2")
+
+
+def test_half_of_the_smallest_unit_rounds_half_up():
+    assert chat_cost(Usage(1, 0), Prices(Decimal("0.005"))) == Decimal("0.00000001")
+
+
+@pytest.mark.django_db
+def test_reserve_settle_and_release_move_the_counters(user):
+    caps = Caps(spend_usd=Decimal("1"), tokens=1000)
+    hold = budget_reserve(user_id=user.pk, caps=caps, want=Amounts(Decimal("0.6"), 600))
+    row = BudgetPeriod.objects.get()
+    assert (row.reserved_usd, row.tokens_reserved) == (Decimal("0.6"), 600)
+
+    with pytest.raises(QuotaExceeded) as refused:
+        budget_reserve(user_id=user.pk, caps=caps, want=Amounts(Decimal("0.5"), 10))
+    assert refused.value.status == 429 and refused.value.headers == {"x-should-retry": "false"}
+
+    budget_settle(hold, Amounts(Decimal("0.25"), 300))
+    row.refresh_from_db()
+    assert (row.spent_usd, row.reserved_usd, row.tokens_used, row.tokens_reserved) == (Decimal("0.25"), 0, 300, 0)
+
+    second = budget_reserve(user_id=user.pk, caps=caps, want=Amounts(Decimal("0.5"), 10))
+    budget_release(second)
+    row.refresh_from_db()
+    assert (row.spent_usd, row.reserved_usd) == (Decimal("0.25"), 0)
+
+
+@pytest.mark.django_db
+def test_token_cap_alone_refuses(user):
+    with pytest.raises(QuotaExceeded):
+        budget_reserve(user_id=user.pk, caps=Caps(tokens=100), want=Amounts(Decimal(0), 101))
+
+
+@pytest.mark.django_db
+def test_a_cap_set_mid_month_counts_what_was_already_spent(user):
+    UsageRecord.objects.create(request_id="earlier", user=user, model="gpt-4o", status="succeeded",
+                               cost_usd=Decimal("0.9"), input_tokens=10, output_tokens=5)
+    UsageRecord.objects.create(request_id="last-month", user=user, model="gpt-4o", status="succeeded",
+                               cost_usd=Decimal("50"), created_at=timezone.now() - timedelta(days=40))
+
+    with pytest.raises(QuotaExceeded):
+        budget_reserve(user_id=user.pk, caps=Caps(spend_usd=Decimal("1")), want=Amounts(Decimal("0.2"), 1))
+    assert BudgetPeriod.objects.get().spent_usd == Decimal("0.9")
+
+
+def test_users_without_caps_cost_no_query():
+    assert budget_reserve(user_id=1, caps=None, want=Amounts(Decimal("9"), 9)) is None
+
+
+@pytest.mark.django_db
+def test_ledger_rows_cannot_be_updated(user):
+    row = UsageRecord.objects.create(request_id="r1", user=user, model="m", status="succeeded")
+    row.cost_usd = Decimal("0")
+    with pytest.raises(ValueError, match="append-only"):
+        row.save()
+
+
+@pytest.mark.django_db
+def test_recording_the_same_request_twice_writes_and_settles_once(user):
+    from billing.ledger import UsageEvent, ledger_record_usage
+
+    caps = Caps(spend_usd=Decimal("10"))
+    event = UsageEvent(request_id="req_once", user_id=user.pk, api_key_id=None, model="gpt-4o",
+                       status="succeeded", cost_usd=Decimal("1.5"), input_tokens=3)
+    first_hold = budget_reserve(user_id=user.pk, caps=caps, want=Amounts(Decimal("2"), 10))
+    second_hold = budget_reserve(user_id=user.pk, caps=caps, want=Amounts(Decimal("2"), 10))
+
+    assert ledger_record_usage(event, first_hold) is True
+    assert ledger_record_usage(event, second_hold) is False
+
+    assert UsageRecord.objects.filter(request_id="req_once").count() == 1
+    row = BudgetPeriod.objects.get()
+    assert (row.spent_usd, row.reserved_usd) == (Decimal("1.5"), 0)
