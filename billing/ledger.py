@@ -42,18 +42,21 @@ class UsageEvent:
         return Amounts(self.cost_usd, self.input_tokens + self.output_tokens, self.images, self.video_seconds)
 
 
-def ledger_record_usage(event: UsageEvent, reservation: Reservation | None = None) -> bool:
-    """Append the event and settle its reservation; False (and the hold released) if this
-    request id was already recorded: a retry of the write never bills twice."""
+def ledger_record_usage(event: UsageEvent, reservation: Reservation | None = None) -> None:
+    """Append the event and settle its reservation. The request id is unique: writing the same
+    request again changes nothing (its hold is released), so a retried write never bills twice."""
+    if reservation is None:
+        # Nothing to settle: one INSERT ... ON CONFLICT DO NOTHING, a single round trip.
+        UsageRecord.objects.bulk_create([UsageRecord(**event.__dict__)], ignore_conflicts=True)
+        return
     with transaction.atomic():
         try:
             with transaction.atomic():
                 UsageRecord.objects.create(**event.__dict__)
         except IntegrityError:
             budget_release(reservation)
-            return False
+            return
         budget_settle(reservation, event.amounts)
-    return True
 
 
 aledger_record_usage = database_sync_to_async(ledger_record_usage)

@@ -90,9 +90,8 @@ class ChatMeter:
             cached_input_tokens=usage.cached_input_tokens, reasoning_tokens=usage.reasoning_tokens,
             usage_estimated=usage.estimated, cost_usd=cost, error_code=error_code, attempts=list(attempts),
             latency_ms=int((time.perf_counter() - self.started) * 1000))
-        if not await aledger_record_usage(event, self.reservation):
-            return
-        self.reservation = None
+        reservation, self.reservation = self.reservation, None
+        await aledger_record_usage(event, reservation)
 
     async def release(self) -> None:
         """Give back the hold without a ledger row (nothing was attempted)."""

@@ -96,8 +96,12 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Short connect timeout so /readyz answers quickly when PostgreSQL is down.
-    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 3
+    # A psycopg connection pool per process: the ledger write on every request must not open a
+    # connection each time. Short timeouts so /readyz answers quickly when PostgreSQL is down.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        "connect_timeout": 3,
+        "pool": {"min_size": 1, "max_size": env.int("DATABASE_POOL_SIZE", default=10), "timeout": 5},
+    })
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = config.redis_url(env.str("REDIS_URL")) if env.str("REDIS_URL", default="") else ""
