@@ -4,6 +4,11 @@ A retryable failure (connect error, timeout, 408, 429, 5xx, 529, our own bad
 provider credentials) before any byte reached the client moves on to the next
 candidate; anything else is the client's answer. A provider that keeps failing
 is skipped while its circuit breaker is open.
+
+A provider's content-policy refusal (OpenAI content_filter, Anthropic refusal, Gemini
+SAFETY or a blocked prompt) is answered as 400 content_policy_violation, like Pulse's own
+moderation, unless the refusing candidate's route has fallback_on_refusal: then the
+next candidate is tried (the breaker is not told: refusing is not failing).
 """
 
 from __future__ import annotations
@@ -12,14 +17,19 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
+from django.conf import settings
+
+from gateway.auth import Principal
 from gateway.chat_formats import ChatCall
 from gateway.errors import ApiError, InvalidRequest, NotFound
+from gateway.moderation import ContentBlocked, moderate_answer
 from providers.breaker import breaker
 from providers.clients import chat_client_for
 from providers.clients.base import CONTENT_FILTER, ChatDelta, ChatRequest, ChatResult, ProviderError
 from providers.routing import Candidate, RoutingTable
 
 logger = logging.getLogger(__name__)
+REFUSED = "content_policy_violation"
 
 
 @dataclass
@@ -99,8 +109,6 @@ def refusal_error(provider: str) -> ApiError:
 
 def client_error(error: ProviderError, attempts: list[Attempt]) -> ApiError:
     """A non-retryable provider error, as the client's answer."""
-    if error.code == "content_policy_violation":
-        return refusal_error(error.provider)
     if error.code == "model_not_found":
         return NotFound(f"{error.provider}: {error.message}", code="model_not_found", param="model")
     status = error.status if error.status in (400, 413, 422) else 400
@@ -133,7 +141,26 @@ async def _usable(candidates: list[Candidate], attempts: list[Attempt]) -> Async
         yield candidate
 
 
+def exhausted_error(attempts: list[Attempt]) -> ApiError:
+    """No candidate answered: a refusal among them is the answer (the prompt is the problem), else all_failed."""
+    refusals = [attempt for attempt in attempts if attempt.code == REFUSED]
+    return refusal_error(refusals[-1].provider) if refusals else all_failed_error(attempts)
+
+
+def _refused(candidate: Candidate, attempts: list[Attempt]) -> None:
+    """Record a refusal; it is the client's answer unless this route falls back on refusals."""
+    attempts.append(Attempt(candidate.provider.name, candidate.upstream_model, REFUSED,
+                            message="declined the prompt (content policy)"))
+    if not candidate.route.fallback_on_refusal:
+        raise refusal_error(candidate.provider.name)
+    logger.info("%s refused the prompt; route %s falls back on refusals", candidate.provider.name,
+                candidate.route.name)
+
+
 async def _failed(candidate: Candidate, error: ProviderError, attempts: list[Attempt]) -> None:
+    if error.code == REFUSED:  # e.g. Gemini's blocked prompt
+        _refused(candidate, attempts)
+        return
     attempts.append(_attempt(candidate, error))
     logger.warning("provider call failed: %s (%s, retryable=%s)", error, error.code, error.retryable)
     if error.retryable:
@@ -142,7 +169,21 @@ async def _failed(candidate: Candidate, error: ProviderError, attempts: list[Att
         raise client_error(error, attempts)
 
 
-async def complete_chat(call: ChatCall, candidates: list[Candidate]) -> ChatOutcome:
+async def _moderated(outcome: ChatOutcome, principal: Principal | None, request_id: str) -> ChatOutcome:
+    """MODERATION_CHECK_RESPONSES: the answer through the moderation hooks before the client sees it."""
+    result = outcome.result
+    try:
+        content = await moderate_answer(result.content, route=outcome.candidate.route, principal=principal,
+                                        request_id=request_id)
+    except ContentBlocked as blocked:
+        blocked.outcome = outcome  # the provider did answer (and charge): the caller may bill it
+        raise
+    return outcome if content == result.content else replace(outcome, result=replace(result, content=content))
+
+
+async def complete_chat(call: ChatCall, candidates: list[Candidate], *, principal: Principal | None = None,
+                        request_id: str = "") -> ChatOutcome:
+    """The first candidate's answer; principal and request_id go into moderation events of the answer."""
     attempts: list[Attempt] = []
     async for candidate in _usable(candidates, attempts):
         client = chat_client_for(candidate.provider)
@@ -153,9 +194,11 @@ async def complete_chat(call: ChatCall, candidates: list[Candidate]) -> ChatOutc
             continue
         await breaker.record_success(candidate.provider.name)
         if result.finish_reason == CONTENT_FILTER:
-            raise refusal_error(candidate.provider.name)
-        return ChatOutcome(candidate, result, attempts)
-    raise all_failed_error(attempts)
+            _refused(candidate, attempts)
+            continue
+        outcome = ChatOutcome(candidate, result, attempts)
+        return await _moderated(outcome, principal, request_id) if settings.MODERATION_CHECK_RESPONSES else outcome
+    raise exhausted_error(attempts)
 
 
 async def open_chat_stream(call: ChatCall, candidates: list[Candidate]) -> ChatStream:
@@ -177,6 +220,7 @@ async def open_chat_stream(call: ChatCall, candidates: list[Candidate]) -> ChatS
         await breaker.record_success(candidate.provider.name)
         if first.finish_reason == CONTENT_FILTER and not first.content:
             await deltas.aclose()
-            raise refusal_error(candidate.provider.name)
+            _refused(candidate, attempts)
+            continue
         return ChatStream(candidate, first, deltas, attempts)
-    raise all_failed_error(attempts)
+    raise exhausted_error(attempts)

@@ -28,6 +28,7 @@ from gateway.chat_formats import Answered, ChatCall, OpenAIDialect, PulseDialect
 from gateway.chat_pipeline import ChatStream, complete_chat, open_chat_stream, plan_candidates
 from gateway.errors import ApiError, AuthenticationError, InvalidRequest, as_api_error
 from gateway.metering import ChatMeter
+from gateway.moderation import moderate_chat
 from providers.clients.base import ProviderError, Usage
 from providers.routing import Candidate, arouting_table
 from pulse.observability import (
@@ -143,14 +144,18 @@ class ChatConsumer(AsyncHttpConsumer):
         principal = await self._authenticate()
         await self._rate_limit(principal)
         call = self.dialect.parse(self._json(body))
-        candidates = plan_candidates(call, await arouting_table())
+        table = await arouting_table()
+        candidates = plan_candidates(call, table)
         meter = ChatMeter(principal=principal, request_id=self.request_id, endpoint=self.route, call=call,
                           candidates=candidates)
         await meter.reserve()
         try:
+            # The requested route decides (the first candidate may be a fallback when its provider is off).
+            call = await moderate_chat(call, route=table.match(call.model), principal=principal,
+                                       request_id=self.request_id)
             if call.stream:
                 return await self._stream(call, await open_chat_stream(call, candidates), meter)
-            outcome = await complete_chat(call, candidates)
+            outcome = await complete_chat(call, candidates, principal=principal, request_id=self.request_id)
         except ApiError as error:
             blocked = error.code == "content_policy_violation"
             await meter.failed(error, status=UsageRecord.Status.BLOCKED if blocked else UsageRecord.Status.FAILED)

@@ -92,11 +92,12 @@ class ModerationEvent(models.Model):
                              related_name="+")
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     route = models.CharField(max_length=200, blank=True)
-    hook = models.CharField(max_length=200)
+    hook = models.CharField(max_length=200, db_index=True)
     category = models.CharField(max_length=100, db_index=True)
     reason = models.TextField()
     action = models.CharField(max_length=10, choices=Action.choices)
-    param = models.CharField(max_length=100, blank=True, help_text="Which part of the request, e.g. messages.2.content.")
+    param = models.CharField(max_length=100, blank=True,
+                             help_text="Which part of the request, e.g. messages.2.content.")
     prompt = models.TextField(blank=True, help_text="Kept only when MODERATION_STORE_PROMPTS is on.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 

@@ -9,18 +9,13 @@ interval and a normal request reads no database row.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from channels.db import database_sync_to_async
-from django.conf import settings
-from django.core.cache import cache
-
 from providers.clients.base import ProviderConfig
 from providers.models import ModelRoute
+from pulse.snapshot import VersionedSnapshot
 
 VERSION_KEY = "routing:version"
 
@@ -77,8 +72,7 @@ class Candidate:
 
 
 class RoutingTable:
-    def __init__(self, routes: Iterable[Route], version: str = ""):
-        self.version = version
+    def __init__(self, routes: Iterable[Route]):
         self.routes = list(routes)
         self._exact = {route.name: route for route in self.routes if not route.is_pattern}
         # Among patterns: lowest priority number first, then the most specific (longest literal part).
@@ -119,52 +113,23 @@ def _route_from_row(row: ModelRoute) -> Route:
                  row.default_max_tokens, prices, fallbacks, row.moderation_enabled, row.fallback_on_refusal)
 
 
-def load_routing_table(version: str = "") -> RoutingTable:
+def load_routing_table() -> RoutingTable:
     # Disabled routes are loaded too: a disabled exact name must not fall through to a pattern.
-    rows = (ModelRoute.objects.select_related("provider")
-            .prefetch_related("fallback_steps__fallback"))
-    return RoutingTable((_route_from_row(row) for row in rows), version)
+    rows = ModelRoute.objects.select_related("provider").prefetch_related("fallback_steps__fallback")
+    return RoutingTable(_route_from_row(row) for row in rows)
 
 
-def shared_version() -> str:
-    version = cache.get(VERSION_KEY)
-    if version is None:
-        cache.add(VERSION_KEY, uuid.uuid4().hex, None)
-        version = cache.get(VERSION_KEY)
-    return version
+_table: VersionedSnapshot[RoutingTable] = VersionedSnapshot(VERSION_KEY, load_routing_table)
 
 
 def bump_routing_version() -> None:
     """Tell every worker to reload the table (called after any provider or route change commits)."""
-    cache.set(VERSION_KEY, uuid.uuid4().hex, None)
-    _state["checked_at"] = float("-inf")
-
-
-_state: dict = {"table": None, "checked_at": float("-inf")}
-
-
-def _refresh() -> RoutingTable:
-    version = shared_version()
-    table = _state["table"]
-    if table is None or table.version != version:
-        table = load_routing_table(version)
-        _state["table"] = table
-    return table
-
-
-def _needs_check() -> bool:
-    now = time.monotonic()
-    if _state["table"] is not None and now - _state["checked_at"] < settings.PULSE_LOCAL_CACHE_SECONDS:
-        return False
-    _state["checked_at"] = now  # set before the check, so concurrent requests do not all reload
-    return True
+    _table.bump()
 
 
 def routing_table() -> RoutingTable:
-    return _refresh() if _needs_check() else _state["table"]
+    return _table.get()
 
 
 async def arouting_table() -> RoutingTable:
-    if _needs_check():
-        return await database_sync_to_async(_refresh)()
-    return _state["table"]
+    return await _table.aget()

@@ -184,6 +184,29 @@ PULSE_LOCAL_CACHE_SECONDS = env.float("PULSE_LOCAL_CACHE_SECONDS", default=1.0)
 RATE_LIMIT = config.rate_limit(env.str("RATE_LIMIT", default="60/60s"))
 MODERATION_BLOCKLIST = config.comma_list(env.str("MODERATION_BLOCKLIST", default=""))
 
+# --- Moderation (gateway/moderation) -------------------------------------------
+# Hooks run in this order on every prompt before any provider call (dotted paths; an
+# operator's own hook is one more path). The OpenAI hook is not on by default: it adds a
+# network call to every request.
+MODERATION_HOOKS = config.comma_list(env.str(
+    "MODERATION_HOOKS",
+    default="gateway.moderation.hooks.blocklist.BlocklistHook,gateway.moderation.hooks.pii.PiiHook"))
+# Keep the blocked (or redacted) text in ModerationEvent rows; off: only who, when and why.
+MODERATION_STORE_PROMPTS = env.bool("MODERATION_STORE_PROMPTS", default=False)
+# Also run the hooks on non-streaming chat answers before they reach the client.
+MODERATION_CHECK_RESPONSES = env.bool("MODERATION_CHECK_RESPONSES", default=False)
+# PII hook: "redact" (replace with [EMAIL], [PHONE], [CARD]) or "block"; and which kinds to look for.
+MODERATION_PII_ACTION = env.str("MODERATION_PII_ACTION", default="redact")
+MODERATION_PII_KINDS = config.comma_list(env.str("MODERATION_PII_KINDS", default="email,phone,card"))
+# OpenAI moderation hook: the Provider row to call (default: the enabled one of kind openai),
+# model, per-category score thresholds (categories without one block when the API flags them),
+# what to do when the API cannot answer (default: refuse with 503), and its total timeout.
+MODERATION_OPENAI_PROVIDER = env.str("MODERATION_OPENAI_PROVIDER", default="")
+MODERATION_OPENAI_MODEL = env.str("MODERATION_OPENAI_MODEL", default="omni-moderation-latest")
+MODERATION_OPENAI_THRESHOLDS = env.dict("MODERATION_OPENAI_THRESHOLDS", default={})
+MODERATION_OPENAI_FAIL_OPEN = env.bool("MODERATION_OPENAI_FAIL_OPEN", default=False)
+MODERATION_OPENAI_TIMEOUT_S = env.float("MODERATION_OPENAI_TIMEOUT_S", default=2.0)
+
 # Brute-force protection on the admin login (django-ratelimit), per client IP
 # and per attempted username.
 ADMIN_LOGIN_RATE_PER_IP = env.str("ADMIN_LOGIN_RATE_PER_IP", default="20/m")

@@ -29,7 +29,7 @@ def _fresh_caches():
     cache.clear()
     auth._local.clear()
     auth._last_recorded_use.clear()
-    routing._state.update(table=None, checked_at=float("-inf"))
+    routing._table.reset()
     breaker.reset()
     rate_limiter.local = LocalSlidingLog()
     yield

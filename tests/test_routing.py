@@ -10,6 +10,7 @@ from providers.breaker import CircuitBreaker
 from providers.clients.base import ProviderConfig
 from providers.models import ModelRoute, Provider, RouteFallback
 from providers.routing import Prices, Route, RoutingTable
+from pulse import snapshot
 
 
 def route(name, provider="openai", upstream="", priority=100, fallbacks=(), enabled=True, provider_enabled=True,
@@ -51,7 +52,7 @@ def test_a_route_edit_reaches_a_worker_after_its_local_interval(monkeypatch, set
     provider = Provider.objects.create(name="openai", kind="openai", base_url="http://x/v1")
     ModelRoute.objects.create(name="gpt-4o", provider=provider, input_usd_per_mtok=Decimal("2.5"))
     clock = [1000.0]
-    monkeypatch.setattr(routing.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(snapshot.time, "monotonic", lambda: clock[0])
     assert routing.routing_table().match("gpt-4o").prices.input_usd_per_mtok == Decimal("2.5")
 
     # Another process edits the price: it bumps the shared version, not this worker's memory.
@@ -68,9 +69,10 @@ def test_a_route_edit_reaches_a_worker_after_its_local_interval(monkeypatch, set
 def test_normal_requests_read_no_database_row_for_routing(django_assert_num_queries, monkeypatch):
     provider = Provider.objects.create(name="openai", kind="openai", base_url="http://x/v1")
     ModelRoute.objects.create(name="gpt-4o", provider=provider)
+    clock = [1000.0]
+    monkeypatch.setattr(snapshot.time, "monotonic", lambda: clock[0])
     routing.routing_table()
-    monkeypatch.setattr(routing.time, "monotonic", lambda: float("inf"))  # even after the interval: cache only
-    routing._state["checked_at"] = float("-inf")
+    clock[0] += 3600  # long after the interval: the version is checked in the cache, the table is not reloaded
     with django_assert_num_queries(0):
         assert routing.routing_table().match("gpt-4o")
 

@@ -1,0 +1,1 @@
+"""The built-in moderation hooks; MODERATION_HOOKS names them (or an operator's own) by dotted path."""
