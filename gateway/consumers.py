@@ -158,7 +158,13 @@ class ChatConsumer(AsyncHttpConsumer):
             outcome = await complete_chat(call, candidates, principal=principal, request_id=self.request_id)
         except ApiError as error:
             blocked = error.code == "content_policy_violation"
-            await meter.failed(error, status=UsageRecord.Status.BLOCKED if blocked else UsageRecord.Status.FAILED)
+            status = UsageRecord.Status.BLOCKED if blocked else UsageRecord.Status.FAILED
+            answered = getattr(error, "outcome", None)  # an answer blocked after the provider produced (and billed) it
+            if answered is not None:
+                await meter.succeeded(answered.candidate, answered.result.usage,
+                                      [a.as_dict() for a in answered.attempts], status=status, error_code=error.code)
+            else:
+                await meter.failed(error, status=status)
             raise
         except asyncio.CancelledError:
             await meter.canceled()

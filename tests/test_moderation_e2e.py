@@ -158,3 +158,17 @@ def test_the_blocked_answer_is_recorded_for_the_requesting_key(blocklist, live_k
     event = ModerationEvent.objects.get()
     assert (event.param, event.request_id, event.user.username) == ("answer", response.headers["X-Request-Id"],
                                                                     "live-user")
+
+
+def test_a_withheld_answer_is_still_billed_for_what_the_provider_produced(blocklist, live_key, fake_providers,
+                                                                         settings):
+    from billing.models import UsageRecord
+
+    settings.MODERATION_CHECK_RESPONSES = True
+    fake_providers["openai"].reply("kill -9 it", input_tokens=1000, output_tokens=1000)
+
+    assert ask(blocklist, live_key, "how do I stop a process?").status_code == 400
+
+    [row] = UsageRecord.objects.all()
+    assert (row.status, row.error_code, row.output_tokens) == ("blocked", "content_policy_violation", 1000)
+    assert row.cost_usd > 0
