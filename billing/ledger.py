@@ -8,9 +8,12 @@ from decimal import Decimal
 
 from channels.db import database_sync_to_async
 from django.db import IntegrityError, transaction
+from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery
 
 from billing.budget import Amounts, Reservation, budget_release, budget_settle
 from billing.models import UsageRecord
+from pulse.pg import async_pool
 
 
 @dataclass(frozen=True)
@@ -59,4 +62,24 @@ def ledger_record_usage(event: UsageEvent, reservation: Reservation | None = Non
         budget_settle(reservation, event.amounts)
 
 
-aledger_record_usage = database_sync_to_async(ledger_record_usage)
+_INSERT_FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
+
+
+def _insert_ignoring_duplicates(event: UsageEvent) -> tuple[str, tuple]:
+    """The SQL and parameters of bulk_create(..., ignore_conflicts=True), from the model itself."""
+    query = InsertQuery(UsageRecord, on_conflict=OnConflict.IGNORE)
+    query.insert_values(_INSERT_FIELDS, [UsageRecord(**event.__dict__)])
+    [(sql, params)] = query.get_compiler(using="default").as_sql()
+    return sql, params
+
+
+async def aledger_record_usage(event: UsageEvent, reservation: Reservation | None = None) -> None:
+    """ledger_record_usage for the event loop: on PostgreSQL, a row with nothing to settle is
+    inserted through the async pool, with no thread; everything else goes through the ORM."""
+    pool = await async_pool() if reservation is None else None
+    if pool is None:
+        await database_sync_to_async(ledger_record_usage)(event, reservation)
+        return
+    sql, params = _insert_ignoring_duplicates(event)
+    async with pool.connection() as connection:  # commits when the block ends
+        await connection.execute(sql, params)

@@ -1,6 +1,7 @@
-"""ASGI lifespan: close the pooled upstream connections when a worker shuts down."""
+"""ASGI lifespan: close the pooled upstream and database connections when a worker shuts down."""
 
 from providers.http import close_shared_session
+from pulse.pg import close_async_pool
 
 
 async def lifespan_app(scope, receive, send) -> None:
@@ -10,5 +11,6 @@ async def lifespan_app(scope, receive, send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await close_shared_session()
+            await close_async_pool()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -95,12 +95,13 @@ DATABASES = {
         env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'pulse.sqlite3'}")
     )
 }
+DATABASE_POOL_SIZE = env.int("DATABASE_POOL_SIZE", default=10)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A psycopg connection pool per process: the ledger write on every request must not open a
     # connection each time. Short timeouts so /readyz answers quickly when PostgreSQL is down.
     DATABASES["default"].setdefault("OPTIONS", {}).update({
         "connect_timeout": 3,
-        "pool": {"min_size": 1, "max_size": env.int("DATABASE_POOL_SIZE", default=10), "timeout": 5},
+        "pool": {"min_size": 1, "max_size": DATABASE_POOL_SIZE, "timeout": 5},
     })
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -96,3 +96,24 @@ def test_recording_the_same_request_twice_writes_and_settles_once(user):
     assert UsageRecord.objects.filter(request_id="req_once").count() == 1
     row = BudgetPeriod.objects.get()
     assert (row.spent_usd, row.reserved_usd) == (Decimal("1.5"), 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_event_loop_ledger_write_records_once(user):
+    import asyncio
+
+    from billing.ledger import UsageEvent, aledger_record_usage
+    from pulse.pg import close_async_pool
+
+    event = UsageEvent(request_id="req_async", user_id=user.pk, api_key_id=None, model="gpt-4o",
+                       status="succeeded", cost_usd=Decimal("0.00000123"), attempts=[{"provider": "openai"}])
+
+    async def write_twice():
+        await aledger_record_usage(event)
+        await aledger_record_usage(event)
+        await close_async_pool()
+
+    asyncio.run(write_twice())
+
+    [row] = UsageRecord.objects.filter(request_id="req_async")
+    assert (row.cost_usd, row.attempts, row.modality) == (Decimal("0.00000123"), [{"provider": "openai"}], "chat")
