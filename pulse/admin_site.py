@@ -20,6 +20,7 @@ class PulseAdminSite(admin.AdminSite):
     site_header = "Pulse AI Gateway"
     site_title = "Pulse admin"
     index_title = "Providers, routes, keys and usage"
+    index_template = "admin/pulse_index.html"  # the stock index, with a link to the usage dashboard on top
 
     def login(self, request, extra_context=None):
         if request.method == "POST" and too_many_login_attempts(request):

@@ -172,3 +172,9 @@ def test_dashboard_is_for_staff_only(client, user, django_user_model):
     client.force_login(clerk)
     assert client.get(DASHBOARD).status_code == 403
     assert client.get("/admin/billing/usagerecord/export.csv").status_code == 403
+
+
+def test_admin_index_links_to_the_usage_dashboard(client, staff_user):
+    client.force_login(staff_user)
+    html = client.get("/admin/").content.decode()
+    assert 'href="/admin/billing/usagerecord/dashboard/"' in html
