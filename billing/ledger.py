@@ -3,11 +3,12 @@ same transaction (so spent-this-month and the ledger can never disagree)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from channels.db import database_sync_to_async
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 
@@ -65,12 +66,20 @@ def ledger_record_usage(event: UsageEvent, reservation: Reservation | None = Non
 _INSERT_FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
 
 
-def _insert_ignoring_duplicates(event: UsageEvent) -> tuple[str, tuple]:
-    """The SQL and parameters of bulk_create(..., ignore_conflicts=True), from the model itself."""
+@functools.cache
+def _insert_sql() -> str:
+    """bulk_create(..., ignore_conflicts=True)'s statement, built once from the model itself."""
     query = InsertQuery(UsageRecord, on_conflict=OnConflict.IGNORE)
-    query.insert_values(_INSERT_FIELDS, [UsageRecord(**event.__dict__)])
-    [(sql, params)] = query.get_compiler(using="default").as_sql()
-    return sql, params
+    query.insert_values(_INSERT_FIELDS, [UsageRecord(request_id="", user_id=0, model="", status="")])
+    [(sql, _)] = query.get_compiler(using="default").as_sql()
+    return sql
+
+
+def _insert_params(event: UsageEvent) -> list:
+    """The row's values as Django would send them (JSON adapted, defaults applied)."""
+    connection = connections["default"]
+    row = UsageRecord(**event.__dict__)
+    return [field.get_db_prep_save(field.pre_save(row, add=True), connection) for field in _INSERT_FIELDS]
 
 
 async def aledger_record_usage(event: UsageEvent, reservation: Reservation | None = None) -> None:
@@ -80,6 +89,5 @@ async def aledger_record_usage(event: UsageEvent, reservation: Reservation | Non
     if pool is None:
         await database_sync_to_async(ledger_record_usage)(event, reservation)
         return
-    sql, params = _insert_ignoring_duplicates(event)
     async with pool.connection() as connection:  # commits when the block ends
-        await connection.execute(sql, params)
+        await connection.execute(_insert_sql(), _insert_params(event))

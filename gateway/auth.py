@@ -8,6 +8,7 @@ to the shared cache, so every worker stops accepting it within that interval.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -72,6 +73,7 @@ class Principal:
 
 _local: dict[str, tuple[float, Principal | None]] = {}
 _last_recorded_use: dict[int, float] = {}
+_refreshing: dict[str, asyncio.Future] = {}
 
 
 def raw_key_from_headers(headers: Mapping[str, str]) -> str | None:
@@ -150,11 +152,16 @@ def authenticate_key(raw_key: str) -> Principal:
 
 
 async def aauthenticate_key(raw_key: str) -> Principal:
-    """authenticate_key for the async hot path: no thread unless the local copy is stale."""
+    """authenticate_key for the async hot path: no thread unless the local copy is stale, and then
+    one refresh per key however many requests arrive meanwhile (a burst must not queue hundreds)."""
     key_hash = hash_api_key(raw_key)
     found, principal = _fresh_local(key_hash)
     if not found:
-        principal = await database_sync_to_async(_refresh)(key_hash)
+        refreshing = _refreshing.get(key_hash)
+        if refreshing is None or refreshing.get_loop() is not asyncio.get_running_loop():
+            refreshing = _refreshing[key_hash] = asyncio.ensure_future(database_sync_to_async(_refresh)(key_hash))
+            refreshing.add_done_callback(lambda _: _refreshing.pop(key_hash, None))
+        principal = await asyncio.shield(refreshing)
     return _checked(principal)
 
 

@@ -17,7 +17,8 @@ _pools: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
 
 
 def is_postgresql() -> bool:
-    return connections["default"].vendor == "postgresql"
+    # From settings, not connections["default"]: that lookup goes through a context-local, per call.
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
 
 async def _open_pool() -> AsyncConnectionPool:

@@ -20,6 +20,11 @@ def shared_redis() -> aioredis.Redis | None:
     if client is None:
         for stale_loop in [other for other in _clients if other.is_closed()]:
             del _clients[stale_loop]
-        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+        # A blocking pool: under a burst, requests wait a moment for a free connection rather than
+        # failing with "Too many connections" (the plain pool's behaviour at its limit).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=settings.REDIS_POOL_SIZE, timeout=5,
+            socket_connect_timeout=2, socket_timeout=2)
+        client = aioredis.Redis(connection_pool=pool)
         _clients[loop] = client
     return client

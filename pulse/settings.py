@@ -95,6 +95,17 @@ DATABASES = {
         env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'pulse.sqlite3'}")
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL: readers do not block the writer, and a commit is an append rather than a journal
+    # rewrite (the embedded default writes a ledger row per request). IMMEDIATE transactions
+    # take the write lock up front, so concurrent writers queue instead of failing "locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+        "transaction_mode": "IMMEDIATE",
+    })
+    # Keep the connection: reopening the file (and re-running the PRAGMAs) per ledger write costs
+    # milliseconds. PostgreSQL gets its reuse from the connection pool below instead.
+    DATABASES["default"]["CONN_MAX_AGE"] = None
 DATABASE_POOL_SIZE = env.int("DATABASE_POOL_SIZE", default=10)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A psycopg connection pool per process: the ledger write on every request must not open a
@@ -106,6 +117,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = config.redis_url(env.str("REDIS_URL")) if env.str("REDIS_URL", default="") else ""
+# Redis connections per worker process for the hot path (rate limits, circuit breakers).
+REDIS_POOL_SIZE = env.int("REDIS_POOL_SIZE", default=64)
 
 if REDIS_URL:
     CACHES = {
