@@ -193,10 +193,14 @@ async def complete_chat(call: ChatCall, candidates: list[Candidate], *, principa
             await _failed(candidate, error, attempts)
             continue
         await breaker.record_success(candidate.provider.name)
-        if result.finish_reason == CONTENT_FILTER:
-            _refused(candidate, attempts)
-            continue
         outcome = ChatOutcome(candidate, result, attempts)
+        if result.finish_reason == CONTENT_FILTER:
+            try:
+                _refused(candidate, attempts)
+            except ApiError as refusal:
+                refusal.outcome = outcome  # the provider answered (and charged): the caller bills it
+                raise
+            continue
         return await _moderated(outcome, principal, request_id) if settings.MODERATION_CHECK_RESPONSES else outcome
     raise exhausted_error(attempts)
 

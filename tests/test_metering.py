@@ -55,10 +55,12 @@ def test_a_failed_request_is_recorded_at_zero_cost(gateway, live_key, fake_provi
     assert row.attempts[0]["status"] == 500
 
 
-def test_a_provider_refusal_is_recorded_as_blocked(gateway, live_key, fake_providers):
-    fake_providers["openai"].reply("", finish_reason="content_filter")
+def test_a_provider_refusal_is_recorded_as_blocked_and_billed_for_its_usage(gateway, live_key, fake_providers):
+    fake_providers["openai"].reply("", input_tokens=400, output_tokens=0, finish_reason="content_filter")
     post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES})
-    assert [(r.status, r.cost_usd) for r in rows()] == [("blocked", 0)]
+    [row] = rows()
+    assert (row.status, row.error_code, row.input_tokens) == ("blocked", "content_policy_violation", 400)
+    assert row.cost_usd == Decimal("0.001")  # 400 tokens at $2.50 per million
 
 
 def test_a_stream_is_metered_with_the_usage_the_provider_reported(gateway, live_key, fake_providers):
