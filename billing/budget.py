@@ -158,10 +158,10 @@ def budget_release(reservation: Reservation | None) -> None:
     budget_settle(reservation, Amounts())
 
 
-def worst_case_tokens(prompt_chars: int, max_tokens: int, messages: int) -> tuple[int, int]:
-    """(input, output) token bounds: a token is at least one character in practice, plus a few
-    tokens of per-message framing; output is bounded by max_tokens."""
-    return prompt_chars + 8 * messages + 8, max_tokens
+def worst_case_tokens(prompt_bytes: int, max_tokens: int, messages: int) -> tuple[int, int]:
+    """(input, output) token bounds: at most one token per UTF-8 byte, plus a few tokens of
+    per-message framing; output is bounded by max_tokens."""
+    return prompt_bytes + 8 * messages + 8, max_tokens
 
 
 def estimate_tokens(chars: int) -> int:

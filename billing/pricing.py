@@ -25,3 +25,8 @@ def image_cost(images: int, prices: Prices) -> Decimal:
 
 def video_cost(seconds: Decimal, prices: Prices) -> Decimal:
     return (Decimal(seconds) * prices.usd_per_video_second).quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def usd_text(cost: Decimal) -> str:
+    """A cost as clients see it: fixed-point, never exponent form ("0.00000000", not "0E-8")."""
+    return f"{cost.quantize(COST_QUANTUM):f}"

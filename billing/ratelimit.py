@@ -9,6 +9,7 @@ later WebSockets and media jobs) makes the one call `rate_limiter.acquire(...)`.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -21,6 +22,8 @@ import redis
 from django.conf import settings
 
 from pulse.redis import shared_redis
+
+logger = logging.getLogger(__name__)
 
 SLIDING_LOG = """
 local key, limit, window_us = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -102,7 +105,16 @@ class RateLimiter:
         if client is None:
             return self.local.acquire(key, limit, window_s)
         name, *args = self._args(key, limit, window_s, now_us)
-        return _decision(await client.eval(SLIDING_LOG, 1, name, *args), limit)
+        try:
+            return _decision(await client.eval(SLIDING_LOG, 1, name, *args), limit)
+        except redis.RedisError:
+            return self._unavailable(limit)
+
+    @staticmethod
+    def _unavailable(limit: int) -> RateDecision:
+        # Fail open: a Redis outage must not take every API down with it. Loud in the logs.
+        logger.error("rate limiter: Redis unavailable, request let through unlimited", exc_info=True)
+        return RateDecision(True, limit, limit, 0.0)
 
     def acquire_sync(self, key: str, limit: int, window_s: float) -> RateDecision:
         """acquire() for sync code (DRF views)."""
@@ -111,7 +123,10 @@ class RateLimiter:
         if self._sync_client is None:
             self._sync_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
         name, *args = self._args(key, limit, window_s, None)
-        return _decision(self._sync_client.eval(SLIDING_LOG, 1, name, *args), limit)
+        try:
+            return _decision(self._sync_client.eval(SLIDING_LOG, 1, name, *args), limit)
+        except redis.RedisError:
+            return self._unavailable(limit)
 
 
 rate_limiter = RateLimiter()

@@ -60,7 +60,7 @@ def usage_filter(principal: Principal, query: dict, *, all_users_by_default: boo
     username = query.get("user") or ""
     if username and username != principal.username and not principal.is_staff:
         raise PermissionError_("Only staff may see another user's usage.", param="user")
-    if username == ALL_USERS or (not username and all_users_by_default and principal.is_staff):
+    if principal.is_staff and (username == ALL_USERS or (not username and all_users_by_default)):
         user_id = None
     elif username and username != principal.username:
         user_id = user_id_for_username(username)

@@ -166,12 +166,12 @@ async def aauthenticate_key(raw_key: str) -> Principal:
 
 
 def forget_api_key(key_hash: str, *, revoked: bool) -> None:
-    """Drop a key from the caches. A revoked key leaves a tombstone so stale reads cannot revive it."""
+    """After a committed change to a key or its owner: a revoked key gets a tombstone; any other
+    change rewrites the shared entry from the database. Either way the entry is *set*, so a
+    request that read the old row just before the commit cannot add its stale copy back."""
     _local.pop(key_hash, None)
-    if revoked:
-        cache.set(_shared_key(key_hash), _TOMBSTONE, SHARED_CACHE_SECONDS)
-    else:
-        cache.delete(_shared_key(key_hash))
+    principal = None if revoked else _principal_from_db(key_hash)
+    cache.set(_shared_key(key_hash), principal.to_cache() if principal else _TOMBSTONE, SHARED_CACHE_SECONDS)
 
 
 def _should_record_use(principal: Principal) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import BindingDict
 
+from billing.pricing import usd_text
 from gateway.errors import ApiError, InvalidRequest, first_validation_error
 from providers.clients.base import ChatDelta, ChatMessage, ChatRequest, ChatResult, Usage
 
@@ -148,7 +149,7 @@ class PulseDialect:
     def answer(cls, result: ChatResult, answered: Answered, cost_usd: Decimal) -> dict:
         return {"id": answered.request_id, "model": answered.model, "provider": answered.provider,
                 "message": {"role": "assistant", "content": result.content}, "finish_reason": result.finish_reason,
-                "usage": cls.usage(result.usage), "cost_usd": str(cost_usd)}
+                "usage": cls.usage(result.usage), "cost_usd": usd_text(cost_usd)}
 
     # Stream: `event: delta` frames, then one `event: done` (or `event: error`).
     @staticmethod
@@ -163,7 +164,7 @@ class PulseDialect:
     def stream_end(cls, finish_reason: str, usage: Usage, cost_usd: Decimal, answered: Answered,
                    include_usage: bool) -> bytes:
         return sse({"id": answered.request_id, "model": answered.model, "provider": answered.provider,
-                    "finish_reason": finish_reason, "usage": cls.usage(usage), "cost_usd": str(cost_usd)}, "done")
+                    "finish_reason": finish_reason, "usage": cls.usage(usage), "cost_usd": usd_text(cost_usd)}, "done")
 
     @staticmethod
     def stream_error(error: ApiError) -> bytes:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +23,7 @@ from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
 from billing.models import UsageRecord
+from billing.pricing import usd_text
 from billing.ratelimit import rate_key, rate_limiter, user_rate
 from gateway.auth import Principal, aauthenticate_key, arecord_key_use, raw_key_from_headers
 from gateway.chat_formats import Answered, ChatCall, OpenAIDialect, PulseDialect, now_created
@@ -64,6 +66,7 @@ class ChatConsumer(AsyncHttpConsumer):
         self.rejected = False
         self.request_id = ""
         self.common_headers: dict[str, str] = {}  # X-Request-Id and the rate-limit headers, on every answer
+        self.response_started = False  # a stream's headers went out: errors can only be a last event now
 
     # --- ASGI message handlers ------------------------------------------------
     async def dispatch(self, message: dict) -> None:
@@ -162,17 +165,22 @@ class ChatConsumer(AsyncHttpConsumer):
             answered = getattr(error, "outcome", None)  # an answer blocked after the provider produced (and billed) it
             if answered is not None:
                 await meter.succeeded(answered.candidate, answered.result.usage,
-                                      [a.as_dict() for a in answered.attempts], status=status, error_code=error.code)
+                                      [a.as_dict() for a in answered.attempts],
+                                      output_chars=len(answered.result.content), status=status, error_code=error.code)
             else:
                 await meter.failed(error, status=status)
             raise
         except asyncio.CancelledError:
             await meter.canceled()
             raise
+        except Exception as exc:  # a bug or an infrastructure failure: still one (failed) ledger row
+            await meter.failed(as_api_error(exc))
+            raise
         attempts = [a.as_dict() for a in outcome.attempts]
-        cost = await meter.succeeded(outcome.candidate, outcome.result.usage, attempts)
+        cost, usage = await meter.succeeded(outcome.candidate, outcome.result.usage, attempts,
+                                            output_chars=len(outcome.result.content))
         answered = self._answered(call, outcome.candidate)
-        body_out = json.dumps(self.dialect.answer(outcome.result, answered, cost)).encode()
+        body_out = json.dumps(self.dialect.answer(replace(outcome.result, usage=usage), answered, cost)).encode()
         await self.send_response(200, body_out, headers=self._response_headers(JSON, outcome.candidate, cost))
         return 200
 
@@ -215,10 +223,13 @@ class ChatConsumer(AsyncHttpConsumer):
         headers = {"Content-Type": content_type.decode(), **self.common_headers,
                    "X-Pulse-Provider": candidate.provider.name, "X-Pulse-Model": candidate.upstream_model}
         if cost is not None:
-            headers["X-Pulse-Cost-USD"] = str(cost)
+            headers["X-Pulse-Cost-USD"] = usd_text(cost)
         return _headers(headers)
 
     async def _send_error(self, error: ApiError) -> None:
+        if self.response_started:
+            await self.send_body(self.dialect.stream_error(error), more_body=False)
+            return
         headers = {"Content-Type": "application/json", **self.common_headers, **error.headers}
         await self.send_response(error.status, json.dumps(error.body()).encode(), headers=_headers(headers))
 
@@ -227,16 +238,17 @@ class ChatConsumer(AsyncHttpConsumer):
         answered = self._answered(call, stream.candidate)
         headers = self._response_headers(SSE, stream.candidate) + [(b"Cache-Control", b"no-cache"),
                                                                     (b"X-Accel-Buffering", b"no")]
-        await self.send_headers(status=200, headers=headers)
         dialect, include_usage = self.dialect, call.include_usage
         finish_reason, usage, chars = "stop", None, 0
         attempts = [a.as_dict() for a in stream.attempts]
 
-        async def metered(status: str, error_code: str = "") -> Decimal:
-            return await meter.stream_ended(stream.candidate, usage, chars, status=status, attempts=attempts,
-                                            error_code=error_code)
+        async def metered(status: str, error_code: str = "") -> tuple[Decimal, Usage]:
+            return await meter.succeeded(stream.candidate, usage, attempts, output_chars=chars, status=status,
+                                         error_code=error_code)
 
         try:
+            await self.send_headers(status=200, headers=headers)
+            self.response_started = True
             await self.send_body(dialect.stream_start(answered, include_usage), more_body=True)
             async for delta in stream.deltas():
                 chars += len(delta.content)
@@ -257,9 +269,8 @@ class ChatConsumer(AsyncHttpConsumer):
             raise
         finally:
             await stream.aclose()
-        cost = await metered(UsageRecord.Status.SUCCEEDED)
-        await self.send_body(dialect.stream_end(finish_reason, usage or Usage(estimated=True), cost, answered,
-                                                include_usage), more_body=False)
+        cost, billed = await metered(UsageRecord.Status.SUCCEEDED)
+        await self.send_body(dialect.stream_end(finish_reason, billed, cost, answered, include_usage), more_body=False)
         return 200
 
 

@@ -7,6 +7,8 @@ produced) and settling or releasing the hold, before the client is told the outc
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from decimal import Decimal
 
@@ -23,11 +25,14 @@ from providers.clients.base import Usage
 from providers.routing import Candidate
 
 Status = UsageRecord.Status
+logger = logging.getLogger(__name__)
 
 
 def worst_case(call: ChatCall, candidates: list[Candidate]) -> Amounts:
     """The most this call can cost on any of its candidates."""
-    chars = sum(len(m.content) for m in call.request.messages)
+    # UTF-8 bytes, not characters: an emoji or a rare CJK character can be several tokens, but no
+    # tokenizer makes more tokens than bytes.
+    chars = sum(len(m.content.encode()) for m in call.request.messages)
     bounds = []
     for candidate in candidates:
         max_tokens = call.request.max_tokens or candidate.route.default_max_tokens
@@ -53,20 +58,22 @@ class ChatMeter:
                 user_id=self.principal.user_id, caps=self.principal.caps,
                 want=worst_case(self.call, self.candidates))
 
-    async def succeeded(self, candidate: Candidate, usage: Usage, attempts: list[dict],
-                        status: str = Status.SUCCEEDED, error_code: str = "") -> Decimal:
+    async def succeeded(self, candidate: Candidate, usage: Usage | None, attempts: list[dict], *,
+                        output_chars: int, status: str = Status.SUCCEEDED, error_code: str = "",
+                        ) -> tuple[Decimal, Usage]:
+        """Record what a provider produced; usage it never reported is estimated and marked so.
+        Returns the cost and the usage billed (the client is shown the same)."""
+        usage = self._or_estimate(usage, output_chars)
         cost = chat_cost(usage, candidate.route.prices)
         await self._record(status, candidate=candidate, usage=usage, cost=cost, attempts=attempts,
                            error_code=error_code)
-        return cost
+        return cost, usage
 
-    async def stream_ended(self, candidate: Candidate, usage: Usage | None, text_chars: int, *, status: str,
-                           attempts: list[dict], error_code: str = "") -> Decimal:
-        """A stream's end, whole or cut: what the provider reported, else an estimate marked as such."""
-        if usage is None:
-            prompt_chars = sum(len(m.content) for m in self.call.request.messages)
-            usage = Usage(estimate_tokens(prompt_chars), estimate_tokens(text_chars), estimated=True)
-        return await self.succeeded(candidate, usage, attempts, status=status, error_code=error_code)
+    def _or_estimate(self, usage: Usage | None, output_chars: int) -> Usage:
+        if usage is not None and not (usage.estimated and usage.total_tokens == 0):
+            return usage
+        prompt_chars = sum(len(m.content) for m in self.call.request.messages)
+        return Usage(estimate_tokens(prompt_chars), estimate_tokens(output_chars), estimated=True)
 
     async def failed(self, error: ApiError, status: str = Status.FAILED) -> None:
         await self._record(status, error_code=error.code, attempts=error.extra.get("attempts", []))
@@ -91,10 +98,13 @@ class ChatMeter:
             usage_estimated=usage.estimated, cost_usd=cost, error_code=error_code, attempts=list(attempts),
             latency_ms=int((time.perf_counter() - self.started) * 1000))
         reservation, self.reservation = self.reservation, None
-        await aledger_record_usage(event, reservation)
-
-    async def release(self) -> None:
-        """Give back the hold without a ledger row (nothing was attempted)."""
-        if self.reservation is not None:
-            await database_sync_to_async(budget_release)(self.reservation)
-            self.reservation = None
+        try:
+            # Shielded: a client leaving while the row is written must not cancel the write.
+            await asyncio.shield(aledger_record_usage(event, reservation))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("ledger write failed; event for reconciliation: %r", event)
+            if reservation is not None:
+                await database_sync_to_async(budget_release)(reservation)
+            raise

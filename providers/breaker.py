@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from pulse.redis import shared_redis
 
@@ -54,6 +55,13 @@ class CircuitBreaker:
                 self._open_until[name] = max(self._open_until.get(name, 0.0), float(value))
 
     async def record_failure(self, provider: str) -> None:
+        try:
+            await self._record_failure(provider)
+        except RedisError:  # a Redis hiccup must not fail the request: this worker still counts locally
+            logger.warning("circuit breaker could not reach Redis", exc_info=True)
+            self._failures[provider] = self._failures.get(provider, 0) + 1
+
+    async def _record_failure(self, provider: str) -> None:
         redis = shared_redis()
         failures_key, open_key = self._keys(provider)
         if redis is None:
@@ -80,7 +88,10 @@ class CircuitBreaker:
         if self._failures.pop(provider, 0) or provider in self._open_until:
             self._open_until.pop(provider, None)
             if (redis := shared_redis()) is not None:
-                await redis.delete(*self._keys(provider))
+                try:
+                    await redis.delete(*self._keys(provider))
+                except RedisError:
+                    logger.warning("circuit breaker could not reach Redis", exc_info=True)
 
     def reset(self) -> None:
         self._failures.clear()

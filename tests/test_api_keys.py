@@ -1,5 +1,6 @@
 import hashlib
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.core.management import call_command
@@ -90,8 +91,9 @@ def test_revocation_reaches_another_worker_within_its_local_cache_interval(
     auth._local.update(other_worker_copy)  # a worker that has not looked since
     assert client.get("/v1/models").status_code == 200  # still inside its local interval
 
+    # Patch the module's clock only: the global time.monotonic also drives the live servers' threads.
     later = auth.time.monotonic() + settings.PULSE_LOCAL_CACHE_SECONDS + 0.01
-    monkeypatch.setattr(auth.time, "monotonic", lambda: later)
+    monkeypatch.setattr(auth, "time", SimpleNamespace(monotonic=lambda: later))
     assert client.get("/v1/models").status_code == 401
 
 
@@ -141,3 +143,14 @@ def test_last_used_is_recorded(api, api_key):
     api.get("/v1/models")
     api_key[0].refresh_from_db()
     assert api_key[0].last_used_at is not None
+
+
+def test_a_non_revoking_change_rewrites_the_shared_entry(api, user, django_capture_on_commit_callbacks):
+    from django.core.cache import cache
+
+    assert api.get("/v1/models").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        user.is_staff = True
+        user.save()
+    [entry] = [cache.get(f"apikey:{h}") for h in user.api_keys.values_list("key_hash", flat=True)]
+    assert entry["is_staff"] is True  # set from the committed row, so a stale add cannot win

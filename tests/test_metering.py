@@ -113,3 +113,24 @@ def test_a_client_disconnecting_midway_is_metered_as_canceled(gateway, live_key,
 def test_requests_without_a_route_or_over_the_rate_limit_write_no_row(gateway, live_key, fake_providers):
     post(gateway, live_key, {"model": "no-such-model", "messages": MESSAGES})
     assert rows() == []
+
+
+def test_a_provider_that_reports_no_usage_is_billed_on_an_estimate(gateway, live_key, fake_providers):
+    completion = {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * 400},
+                               "logprobs": None, "finish_reason": "stop"}]}
+    fake_providers["openai"].fail(200, body=completion)  # a 200 without "usage", as some compatible servers send
+
+    body = post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES}).json()
+
+    [row] = rows()
+    assert (row.usage_estimated, row.output_tokens) == (True, 100)  # 400 characters: about 100 tokens
+    assert row.cost_usd > 0 and Decimal(body["cost_usd"]) == row.cost_usd
+    assert body["usage"]["output_tokens"] == 100
+
+
+def test_costs_are_shown_in_fixed_point():
+    from billing.pricing import usd_text
+
+    assert usd_text(Decimal(0)) == "0.00000000"
+    assert usd_text(Decimal("1.2E-7")) == "0.00000012"

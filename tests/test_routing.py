@@ -1,6 +1,7 @@
 """The routing table: matching, candidate order, and how edits reach every worker."""
 
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from django.core.cache import cache
@@ -52,7 +53,7 @@ def test_a_route_edit_reaches_a_worker_after_its_local_interval(monkeypatch, set
     provider = Provider.objects.create(name="openai", kind="openai", base_url="http://x/v1")
     ModelRoute.objects.create(name="gpt-4o", provider=provider, input_usd_per_mtok=Decimal("2.5"))
     clock = [1000.0]
-    monkeypatch.setattr(snapshot.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(snapshot, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     assert routing.routing_table().match("gpt-4o").prices.input_usd_per_mtok == Decimal("2.5")
 
     # Another process edits the price: it bumps the shared version, not this worker's memory.
@@ -70,7 +71,7 @@ def test_normal_requests_read_no_database_row_for_routing(django_assert_num_quer
     provider = Provider.objects.create(name="openai", kind="openai", base_url="http://x/v1")
     ModelRoute.objects.create(name="gpt-4o", provider=provider)
     clock = [1000.0]
-    monkeypatch.setattr(snapshot.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(snapshot, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     routing.routing_table()
     clock[0] += 3600  # long after the interval: the version is checked in the cache, the table is not reloaded
     with django_assert_num_queries(0):

@@ -200,3 +200,16 @@ def test_openapi_documents_usage_and_the_csv_columns(client):
     assert {p["name"] for p in usage_doc["parameters"]} == {"from", "to", "user", "model", "provider", "group_by"}
     assert "text/csv" in export_doc["responses"]["200"]["content"]
     assert "request_id, created_at, user, api_key_prefix" in export_doc["description"]
+
+
+def test_a_user_named_star_still_sees_only_their_own_usage(django_user_model, client_for, user):
+    from gateway.keys import api_key_create
+
+    star = django_user_model.objects.create_user("*")
+    ledger_row(user, at("2025-03-01T10:00:00"), cost="1")
+    ledger_row(star, at("2025-03-01T10:00:00"), cost="2")
+    star_api = client_for(api_key_create(user=star)[1])
+    window = {"from": "2025-03-01", "to": "2025-03-31"}
+
+    assert usage(star_api, user="*", **window)["totals"]["cost_usd"] == "2.00000000"
+    assert "alice" not in star_api.get("/v1/usage/export.csv", {"user": "*", **window}).getvalue().decode()
