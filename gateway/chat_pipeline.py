@@ -83,7 +83,12 @@ def plan_candidates(call: ChatCall, table: RoutingTable) -> list[Candidate]:
     if route.modality != "chat":
         raise InvalidRequest(f"{call.model!r} is a {route.modality} model, not a chat model.",
                              code="wrong_modality", param="model")
-    candidates = table.candidates(call.model, call.fallbacks)
+    if not route.prices.covers("chat"):
+        raise ApiError(f"The model {call.model!r} has no price set (route {route.name!r}): an admin must set its "
+                       "prices before it can be used.", status=403, type="permission_error",
+                       code="model_not_priced", param="model")
+    # A fallback without prices is skipped: nothing is ever billed at an unknown price.
+    candidates = [c for c in table.candidates(call.model, call.fallbacks) if c.route.prices.covers("chat")]
     if not candidates:
         raise ApiError(f"No enabled provider serves {call.model!r}.", status=503, type="api_error",
                        code="provider_unavailable")

@@ -2,8 +2,8 @@
 
 Prices are USD list prices at the time of writing; admins edit them, and a
 request is billed at the price in force when it ran. Pattern routes catch every
-other name of a family and carry no price: give them one in the admin before
-relying on them for billing.
+other name of a family and carry no price, so they refuse requests (403
+model_not_priced) until an admin prices them: nothing is billed at a guess.
 """
 
 from decimal import Decimal as D

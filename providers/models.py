@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -63,10 +61,14 @@ class ModelRoute(models.Model):
                                        related_name="+", blank=True)
     default_max_tokens = models.PositiveIntegerField(
         default=4096, help_text="Used when a request gives no max_tokens (Anthropic requires one).")
-    input_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
-    output_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
-    usd_per_image = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
-    usd_per_video_second = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    # Blank means "not priced": such a route refuses requests rather than bill them at $0.
+    # A free route (a self-hosted model, say) says so with an explicit 0.
+    input_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True,
+                                             help_text="USD per million input tokens. Blank: not priced.")
+    output_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True,
+                                              help_text="USD per million output tokens. Blank: not priced.")
+    usd_per_image = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    usd_per_video_second = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     moderation_enabled = models.BooleanField(
         default=True, help_text="Run the moderation hooks on prompts to this route before any provider sees them.")
     fallback_on_refusal = models.BooleanField(

@@ -22,10 +22,18 @@ VERSION_KEY = "routing:version"
 
 @dataclass(frozen=True)
 class Prices:
-    input_usd_per_mtok: Decimal = Decimal(0)
-    output_usd_per_mtok: Decimal = Decimal(0)
-    usd_per_image: Decimal = Decimal(0)
-    usd_per_video_second: Decimal = Decimal(0)
+    """A route's prices; None where the admin has set none."""
+
+    input_usd_per_mtok: Decimal | None = None
+    output_usd_per_mtok: Decimal | None = None
+    usd_per_image: Decimal | None = None
+    usd_per_video_second: Decimal | None = None
+
+    def covers(self, modality: str) -> bool:
+        """Whether every price this modality is billed by is set."""
+        needed = {"chat": (self.input_usd_per_mtok, self.output_usd_per_mtok), "image": (self.usd_per_image,),
+                  "video": (self.usd_per_video_second,)}[modality]
+        return all(price is not None for price in needed)
 
 
 @dataclass(frozen=True)

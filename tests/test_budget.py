@@ -25,7 +25,7 @@ def test_cost_per_modality_is_exact():
 
 
 def test_half_of_the_smallest_unit_rounds_half_up():
-    assert chat_cost(Usage(1, 0), Prices(Decimal("0.005"))) == Decimal("0.00000001")
+    assert chat_cost(Usage(1, 0), Prices(Decimal("0.005"), Decimal(0))) == Decimal("0.00000001")
 
 
 @pytest.mark.django_db
@@ -117,3 +117,8 @@ def test_the_event_loop_ledger_write_records_once(user):
 
     [row] = UsageRecord.objects.filter(request_id="req_async")
     assert (row.cost_usd, row.attempts, row.modality) == (Decimal("0.00000123"), [{"provider": "openai"}], "chat")
+
+
+def test_an_unpriced_route_cannot_be_billed():
+    with pytest.raises(ValueError):
+        chat_cost(Usage(1, 1), Prices(input_usd_per_mtok=Decimal(1)))

@@ -191,7 +191,30 @@ def test_disabled_route_is_not_found_even_when_a_pattern_matches(gateway, live_k
     assert response.json()["error"]["code"] == "model_not_found"
 
 
+def test_pattern_routes_are_refused_until_an_admin_prices_them(gateway, live_key, fake_providers):
+    response = post(gateway, live_key, {"model": "openai:gpt-9-experimental", "messages": MESSAGES})
+
+    assert response.status_code == 403
+    assert (response.json()["error"]["code"], response.json()["error"]["param"]) == ("model_not_priced", "model")
+    assert fake_providers["openai"].calls == 0
+
+
+def test_an_unpriced_fallback_is_skipped(gateway, live_key, fake_providers):
+    RouteFallback.objects.create(route=ModelRoute.objects.get(name="gpt-4o"),
+                                 fallback=ModelRoute.objects.create(name="free-for-all", provider_id=Provider.objects
+                                                                    .get(name="anthropic").pk))
+    fake_providers["openai"].fail(503)
+
+    response = ask(gateway, live_key)
+
+    assert response.status_code == 503 and fake_providers["anthropic"].calls == 0
+
+
 def test_pattern_routes_pass_the_requested_name_upstream(gateway, live_key, fake_providers):
+    route = ModelRoute.objects.get(name="openai:*")
+    route.input_usd_per_mtok, route.output_usd_per_mtok = 1, 2
+    route.save()
+
     response = post(gateway, live_key, {"model": "openai:gpt-9-experimental", "messages": MESSAGES})
 
     assert response.status_code == 200
