@@ -98,6 +98,15 @@ def _budget_row(user_id: int, period: date) -> int:
         return BudgetPeriod.objects.get(user_id=user_id, period=period).pk
 
 
+def budget_resync(user_id: int) -> None:
+    """Recount this month's use from the ledger (after an admin changes a user's caps: while the
+    user had none, nothing was settled into the budget row). Holds in flight are kept."""
+    period = period_of(timezone.now())
+    units = Units.of(used_this_period(user_id, period))
+    BudgetPeriod.objects.filter(user_id=user_id, period=period).update(
+        spent_e8_usd=units.e8_usd, tokens_used=units.tokens, images_used=units.images, video_ms_used=units.video_ms)
+
+
 def _fits(caps: Caps, want: Units) -> Q:
     """The condition, evaluated by the database on the locked row, that this request still fits."""
     limits = Units.of(Amounts(caps.spend_usd or ZERO, caps.tokens or 0, caps.images or 0,

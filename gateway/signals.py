@@ -5,6 +5,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from billing.budget import budget_resync
 from billing.models import UserLimits
 from gateway.auth import forget_api_key
 from gateway.models import ApiKey
@@ -40,5 +41,7 @@ def _user_saved(sender, instance, created: bool, **kwargs) -> None:
 @receiver(post_save, sender=UserLimits)
 @receiver(post_delete, sender=UserLimits)
 def _limits_changed(sender, instance: UserLimits, **kwargs) -> None:
-    """Rate limits and caps travel in the cached principal: drop it so the next request reloads them."""
+    """Rate limits and caps travel in the cached principal: reload it. The budget row is recounted
+    from the ledger, which it may have missed while the user had no caps."""
     _forget_keys_of(instance.user_id, revoked=False)
+    transaction.on_commit(lambda: budget_resync(instance.user_id))

@@ -122,3 +122,24 @@ def test_the_event_loop_ledger_write_records_once(user):
 def test_an_unpriced_route_cannot_be_billed():
     with pytest.raises(ValueError):
         chat_cost(Usage(1, 1), Prices(input_usd_per_mtok=Decimal(1)))
+
+
+@pytest.mark.django_db
+def test_caps_set_again_recount_what_was_spent_while_uncapped(user, django_capture_on_commit_callbacks):
+    from billing.models import UserLimits
+
+    with django_capture_on_commit_callbacks(execute=True):
+        limits = UserLimits.objects.create(user=user, monthly_spend_cap_usd=Decimal("1"))
+    budget_reserve(user_id=user.pk, caps=Caps(spend_usd=Decimal("1")), want=Amounts(Decimal("0.1"), 1))
+    with django_capture_on_commit_callbacks(execute=True):
+        limits.monthly_spend_cap_usd = None
+        limits.save()
+    UsageRecord.objects.create(request_id="while-uncapped", user=user, model="gpt-4o", status="succeeded",
+                               cost_usd=Decimal("0.95"))
+    with django_capture_on_commit_callbacks(execute=True):
+        limits.monthly_spend_cap_usd = Decimal("1")
+        limits.save()
+
+    assert BudgetPeriod.objects.get().spent_usd == Decimal("0.95")
+    with pytest.raises(QuotaExceeded):
+        budget_reserve(user_id=user.pk, caps=Caps(spend_usd=Decimal("1")), want=Amounts(Decimal("0.1"), 1))

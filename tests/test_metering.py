@@ -110,9 +110,13 @@ def test_a_client_disconnecting_midway_is_metered_as_canceled(gateway, live_key,
     assert row.output_tokens == 2  # "one two" was produced
 
 
-def test_requests_without_a_route_or_over_the_rate_limit_write_no_row(gateway, live_key, fake_providers):
-    post(gateway, live_key, {"model": "no-such-model", "messages": MESSAGES})
+def test_requests_without_a_route_or_over_the_rate_limit_write_no_row(gateway, live_key, fake_providers, settings):
+    settings.RATE_LIMIT = (2, 60.0)
+    assert post(gateway, live_key, {"model": "no-such-model", "messages": MESSAGES}).status_code == 404
     assert rows() == []
+    assert post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES}).status_code == 200
+    assert post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES}).status_code == 429
+    assert len(rows()) == 1
 
 
 def test_a_provider_that_reports_no_usage_is_billed_on_an_estimate(gateway, live_key, fake_providers):
