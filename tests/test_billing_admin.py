@@ -27,7 +27,7 @@ def admin_client(client, staff_user):
 
 
 def test_changelist_loads_with_filters_search_and_date_hierarchy(admin_client, user):
-    Provider.objects.create(name="openai", kind=Provider.Kind.OPENAI, base_url="https://api.openai.com/v1")
+    Provider.objects.create(name="openai", kind=Provider.Kind.OPENAI, base_url="https://openai.test.invalid/v1")
     ledger_row(user, at("2025-03-05T10:00:00"), request_id="req_kept", status=UsageRecord.Status.FAILED)
     ledger_row(user, at("2025-03-05T10:00:00"), request_id="req_other_status")
     ledger_row(user, at("2024-03-05T10:00:00"), request_id="req_other_year", status=UsageRecord.Status.FAILED)

@@ -504,4 +504,4 @@ def test_registry_has_one_client_per_provider_config() -> None:
 
 def test_registry_refuses_a_kind_without_chat() -> None:
     with pytest.raises(ValueError, match="replicate"):
-        chat_client_for(ProviderConfig("replicate", "replicate", "https://api.replicate.com", "r8_x"))
+        chat_client_for(ProviderConfig("replicate", "replicate", "https://replicate.test.invalid", "r8_x"))
