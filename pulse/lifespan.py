@@ -1,7 +1,8 @@
-"""ASGI lifespan: close the pooled upstream and database connections when a worker shuts down."""
+"""ASGI lifespan: close the pooled upstream, database and Redis connections when a worker shuts down."""
 
 from providers.http import close_shared_session
 from pulse.pg import close_async_pool
+from pulse.redis import close_shared_redis
 
 
 async def lifespan_app(scope, receive, send) -> None:
@@ -12,5 +13,6 @@ async def lifespan_app(scope, receive, send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await close_shared_session()
             await close_async_pool()
+            await close_shared_redis()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connections
 from psycopg_pool import AsyncConnectionPool
 
-_pools: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+from pulse.loops import PerLoop
 
 
 def is_postgresql() -> bool:
@@ -30,19 +30,22 @@ async def _open_pool() -> AsyncConnectionPool:
     return pool
 
 
+def _failed_or_closed(opening: asyncio.Task) -> bool:
+    return opening.done() and (opening.cancelled() or opening.exception() is not None or opening.result().closed)
+
+
+# A task, so that concurrent first callers share one pool while it opens.
+_pools: PerLoop[asyncio.Task] = PerLoop(lambda: asyncio.get_running_loop().create_task(_open_pool()),
+                                        stale=_failed_or_closed)
+
+
 async def async_pool() -> AsyncConnectionPool | None:
     if not is_postgresql():
         return None
-    loop = asyncio.get_running_loop()
-    opening = _pools.get(loop)
-    if opening is None or (opening.done() and (opening.exception() or opening.result().closed)):
-        for stale_loop in [other for other in _pools if other.is_closed()]:
-            del _pools[stale_loop]
-        opening = _pools[loop] = loop.create_task(_open_pool())  # concurrent first callers share one pool
-    return await asyncio.shield(opening)
+    return await asyncio.shield(_pools.get())
 
 
 async def close_async_pool() -> None:
-    opening = _pools.pop(asyncio.get_running_loop(), None)
-    if opening is not None and opening.done() and not opening.exception():
+    opening = _pools.pop()
+    if opening is not None and opening.done() and not _failed_or_closed(opening):
         await opening.result().close()
