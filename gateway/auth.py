@@ -74,6 +74,7 @@ class Principal:
 _local: dict[str, tuple[float, Principal | None]] = {}
 _last_recorded_use: dict[int, float] = {}
 _refreshing: dict[str, asyncio.Future] = {}
+_background: set[asyncio.Task] = set()
 
 
 def raw_key_from_headers(headers: Mapping[str, str]) -> str | None:
@@ -193,9 +194,12 @@ def record_key_use(principal: Principal) -> None:
         _write_last_used(principal.key_id)
 
 
-async def arecord_key_use(principal: Principal) -> None:
+def record_key_use_later(principal: Principal) -> None:
+    """record_key_use for the event loop: the write, when one is due, runs off the request's path."""
     if _should_record_use(principal):
-        await database_sync_to_async(_write_last_used)(principal.key_id)
+        task = asyncio.create_task(database_sync_to_async(_write_last_used)(principal.key_id))
+        _background.add(task)  # a reference, so the task is not collected before it runs
+        task.add_done_callback(_background.discard)
 
 
 class ApiKeyAuthentication(BaseAuthentication):

@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import replace
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -25,7 +26,7 @@ from django.conf import settings
 from billing.models import UsageRecord
 from billing.pricing import usd_text
 from billing.ratelimit import rate_key, rate_limiter, user_rate
-from gateway.auth import Principal, aauthenticate_key, arecord_key_use, raw_key_from_headers
+from gateway.auth import Principal, aauthenticate_key, raw_key_from_headers, record_key_use_later
 from gateway.chat_formats import Answered, ChatCall, OpenAIDialect, PulseDialect, now_created
 from gateway.chat_pipeline import ChatStream, complete_chat, open_chat_stream, plan_candidates
 from gateway.errors import ApiError, AuthenticationError, InvalidRequest, as_api_error
@@ -42,7 +43,6 @@ from pulse.observability import (
 )
 
 logger = logging.getLogger(__name__)
-_background: set[asyncio.Task] = set()
 
 JSON = b"application/json"
 SSE = b"text/event-stream"
@@ -98,21 +98,21 @@ class ChatConsumer(AsyncHttpConsumer):
                 await self.task
         raise StopConsumer()
 
-    def _declared_length(self) -> int:
-        value = self._header("content-length")
-        return int(value) if value.isdigit() else 0
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """The request's headers, names lower-cased, decoded once."""
+        return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self.scope["headers"]}
 
-    def _header(self, name: str) -> str:
-        for key, value in self.scope["headers"]:
-            if key.decode("latin-1").lower() == name:
-                return value.decode("latin-1")
-        return ""
+    def _declared_length(self) -> int:
+        value = self.headers.get("content-length", "")
+        return int(value) if value.isdigit() else 0
 
     # --- the request ----------------------------------------------------------
     def _begin(self) -> None:
         self.request_id = new_request_id()
         bind_request_id(self.request_id)
-        self.common_headers = {REQUEST_ID_HEADER: response_request_id(self._header("x-request-id"), self.request_id)}
+        echoed = response_request_id(self.headers.get("x-request-id"), self.request_id)
+        self.common_headers = {REQUEST_ID_HEADER: echoed}
 
     async def _refuse_oversize(self) -> None:
         self._begin()
@@ -194,19 +194,16 @@ class ChatConsumer(AsyncHttpConsumer):
                            code="rate_limit_exceeded")
 
     async def _authenticate(self) -> Principal:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope["headers"]}
-        raw_key = raw_key_from_headers(headers)
+        raw_key = raw_key_from_headers(self.headers)
         if raw_key is None:
             raise AuthenticationError("No API key: send Authorization: Bearer <key>.", code="missing_api_key",
                                       headers={"WWW-Authenticate": 'Bearer realm="pulse"'})
         principal = await aauthenticate_key(raw_key)
-        task = asyncio.create_task(arecord_key_use(principal))  # off the request's critical path
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        record_key_use_later(principal)
         return principal
 
     def _json(self, body: bytes) -> Any:
-        content_type = self._header("content-type").split(";")[0].strip().lower()
+        content_type = self.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise ApiError(f"Unsupported media type {content_type or 'none'!r}: send application/json.",
                            status=415, code="unsupported_media_type")

@@ -145,3 +145,18 @@ def test_models_lists_the_enabled_routes(gateway, live_key, fake_providers):
     ids = {m.id for m in models}
     assert {"gpt-4o", "claude-sonnet-4-5", "gpt-*"} <= ids
     assert not any(i.startswith("gemini") for i in ids)
+
+
+def test_a_chat_request_records_when_the_key_was_last_used(gateway, live_key, fake_providers):
+    import time
+
+    from gateway.models import ApiKey, hash_api_key
+
+    post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES})
+
+    key = ApiKey.objects.get(key_hash=hash_api_key(live_key))
+    deadline = time.monotonic() + 3
+    while key.last_used_at is None and time.monotonic() < deadline:  # written off the request's path
+        time.sleep(0.02)
+        key.refresh_from_db()
+    assert key.last_used_at is not None
