@@ -71,11 +71,12 @@ def validated(serializer: serializers.Serializer) -> dict[str, Any]:
     return serializer.validated_data
 
 
-def _sampling_fields() -> dict[str, serializers.Field]:
-    return {
-        "temperature": serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True),
-        "top_p": serializers.FloatField(min_value=0, max_value=1, required=False, allow_null=True),
-    }
+def _temperature() -> serializers.FloatField:
+    return serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True)
+
+
+def _top_p() -> serializers.FloatField:
+    return serializers.FloatField(min_value=0, max_value=1, required=False, allow_null=True)
 
 
 def _require_a_turn(messages: list[dict]) -> list[dict]:
@@ -94,8 +95,8 @@ class ChatCompleteRequest(HotPathSerializer):
     model = serializers.CharField(max_length=200)
     messages = PulseMessage(many=True, allow_empty=False)
     max_tokens = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    temperature = _sampling_fields()["temperature"]
-    top_p = _sampling_fields()["top_p"]
+    temperature = _temperature()
+    top_p = _top_p()
     stop = serializers.ListField(child=serializers.CharField(), max_length=4, required=False)
     stream = serializers.BooleanField(required=False, default=False)
     fallbacks = serializers.ListField(child=serializers.CharField(max_length=200), max_length=5, required=False)
@@ -202,8 +203,8 @@ class ChatCompletionsRequest(HotPathSerializer):
     messages = OpenAIMessage(many=True, allow_empty=False)
     max_tokens = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     max_completion_tokens = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    temperature = _sampling_fields()["temperature"]
-    top_p = _sampling_fields()["top_p"]
+    temperature = _temperature()
+    top_p = _top_p()
     stop = serializers.JSONField(required=False, allow_null=True)
     n = serializers.IntegerField(min_value=1, max_value=1, required=False, allow_null=True)
     stream = serializers.BooleanField(required=False, default=False)

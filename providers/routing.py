@@ -107,8 +107,6 @@ class RoutingTable:
                 chosen.append(candidate)
         return chosen
 
-    def unknown_fallbacks(self, names: Sequence[str]) -> list[str]:
-        return [name for name in names if self.match(name) is None]
 
 
 def _route_from_row(row: ModelRoute) -> Route:
