@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import socket
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import aiohttp
@@ -44,6 +47,21 @@ def serve_fake(commands) -> None:
             fake.delay(seconds, times=times)
         commands.send("ok")
     fake.stop()
+
+
+@contextlib.contextmanager
+def fake_provider_process() -> Iterator[tuple[str, str, Connection]]:
+    """A FakeOpenAI in a process of its own (so it is never what is measured):
+    yields its base URL, its API key and the pipe that scripts its delays."""
+    control, child_end = multiprocessing.Pipe()
+    process = multiprocessing.Process(target=serve_fake, args=(child_end,), daemon=True)
+    process.start()
+    fake_url, fake_key = control.recv()
+    try:
+        yield fake_url, fake_key, control
+    finally:
+        control.send("stop")
+        process.join(timeout=5)
 
 
 def free_port() -> int:
@@ -158,24 +176,18 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=500)
     args = parser.parse_args()
 
-    control, child_end = multiprocessing.Pipe()
-    fake_process = multiprocessing.Process(target=serve_fake, args=(child_end,), daemon=True)
-    fake_process.start()
-    fake_url, fake_key = control.recv()
-
-    var_dir = tempfile.mkdtemp(prefix="pulse-bench-")
-    env = {**os.environ, "PULSE_VAR_DIR": var_dir, "OPENAI_API_KEY": fake_key, "OPENAI_BASE_URL": fake_url,
-           "RATE_LIMIT": "100000000/1s", "LOG_LEVEL": "WARNING"}
-    port = free_port()
-    server = start_pulse(env, port)
-    try:
-        key = create_key(env)
-        asyncio.run(run(args, fake_url, fake_key, f"http://127.0.0.1:{port}", key, control))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        control.send("stop")
-        fake_process.join(timeout=5)
+    with fake_provider_process() as (fake_url, fake_key, control):
+        var_dir = tempfile.mkdtemp(prefix="pulse-bench-")
+        env = {**os.environ, "PULSE_VAR_DIR": var_dir, "OPENAI_API_KEY": fake_key, "OPENAI_BASE_URL": fake_url,
+               "RATE_LIMIT": "100000000/1s", "LOG_LEVEL": "WARNING"}
+        port = free_port()
+        server = start_pulse(env, port)
+        try:
+            key = create_key(env)
+            asyncio.run(run(args, fake_url, fake_key, f"http://127.0.0.1:{port}", key, control))
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import django  # noqa: E402
 django.setup()
 
 import uvloop  # noqa: E402
-from chat_bench import serve_fake  # noqa: E402
+from chat_bench import fake_provider_process  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
@@ -118,17 +117,10 @@ def main() -> None:
     parser.add_argument("--regexes", type=int, default=5)
     args = parser.parse_args()
 
-    control, child_end = multiprocessing.Pipe()
-    fake_process = multiprocessing.Process(target=serve_fake, args=(child_end,), daemon=True)
-    fake_process.start()
-    fake_url, fake_key = control.recv()
-    try:
+    with fake_provider_process() as (fake_url, fake_key, _):
         prepare(args.terms, args.regexes, fake_url, fake_key)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(run(args.calls, args.terms, args.regexes))
-    finally:
-        control.send("stop")
-        fake_process.join(timeout=5)
 
 
 if __name__ == "__main__":
