@@ -70,7 +70,9 @@ class ChatMeter:
         return cost, usage
 
     def _or_estimate(self, usage: Usage | None, output_chars: int) -> Usage:
-        if usage is not None and not (usage.estimated and usage.total_tokens == 0):
+        """The provider's usage; when it reported none (None, or the clients' Usage(estimated=True)),
+        an estimate from the text."""
+        if usage is not None and not usage.estimated:
             return usage
         prompt_chars = sum(len(m.content) for m in self.call.request.messages)
         return Usage(estimate_tokens(prompt_chars), estimate_tokens(output_chars), estimated=True)
