@@ -54,6 +54,17 @@ def api_key(user):
 
 
 @pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user("bob")
+
+
+@pytest.fixture
+def staff_api(staff_user, client_for):
+    """An API client authenticated as a staff user."""
+    return client_for(api_key_create(user=staff_user, name="staff")[1])
+
+
+@pytest.fixture
 def client_for():
     def make(raw_key: str, header: str = "bearer") -> APIClient:
         client = APIClient()
@@ -113,3 +124,14 @@ def gateway(live_gateway, fake_providers, transactional_db):
 def live_key(transactional_db, django_user_model):
     user = django_user_model.objects.create_user("live-user")
     return api_key_create(user=user, name="live")[1]
+
+
+@pytest.fixture
+def chain(fake_providers):
+    """gpt-4o falls back to claude-sonnet-4-5, then gemini-2.5-flash."""
+    from providers.models import ModelRoute, RouteFallback
+
+    primary = ModelRoute.objects.get(name="gpt-4o")
+    for position, name in enumerate(["claude-sonnet-4-5", "gemini-2.5-flash"]):
+        RouteFallback.objects.create(route=primary, fallback=ModelRoute.objects.get(name=name), position=position)
+    return fake_providers

@@ -18,7 +18,6 @@ from django.test import AsyncClient
 
 from billing import exports
 from billing.models import UsageRecord
-from gateway.keys import api_key_create
 from tests.test_usage_api import at, ledger_row
 
 pytestmark = pytest.mark.django_db
@@ -27,16 +26,6 @@ HEADER = ["request_id", "created_at", "user", "api_key_prefix", "endpoint", "rou
           "cached_input_tokens", "reasoning_tokens", "images", "video_seconds", "cost_usd", "usage_estimated",
           "error_code", "latency_ms"]
 MARCH = {"from": "2025-03-01", "to": "2025-03-31"}
-
-
-@pytest.fixture
-def bob(django_user_model):
-    return django_user_model.objects.create_user("bob")
-
-
-@pytest.fixture
-def staff_api(staff_user, client_for):
-    return client_for(api_key_create(user=staff_user, name="staff")[1])
 
 
 def rows_of(response) -> list[dict]:

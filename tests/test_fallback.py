@@ -13,15 +13,6 @@ from tests.test_chat_endpoints import MESSAGES, post, sse_events
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def chain(fake_providers):
-    """gpt-4o falls back to claude-sonnet-4-5, then gemini-2.5-flash."""
-    primary = ModelRoute.objects.get(name="gpt-4o")
-    for position, name in enumerate(["claude-sonnet-4-5", "gemini-2.5-flash"]):
-        RouteFallback.objects.create(route=primary, fallback=ModelRoute.objects.get(name=name), position=position)
-    return fake_providers
-
-
 def ask(gateway, key, **extra) -> httpx.Response:
     return post(gateway, key, {"model": "gpt-4o", "messages": MESSAGES, **extra})
 

@@ -558,15 +558,6 @@ def test_default_hooks_are_the_blocklist_then_pii():
 
 
 # --- chat_pipeline: refusals and the post-response check ---------------------------------------------
-@pytest.fixture
-def chain(fake_providers):
-    """gpt-4o falls back to claude-sonnet-4-5, then gemini-2.5-flash."""
-    primary = ModelRoute.objects.get(name="gpt-4o")
-    for position, name in enumerate(["claude-sonnet-4-5", "gemini-2.5-flash"]):
-        RouteFallback.objects.create(route=primary, fallback=ModelRoute.objects.get(name=name), position=position)
-    return fake_providers
-
-
 def fall_back_on_refusal(*names: str) -> None:
     for name in names:
         row = ModelRoute.objects.get(name=name)

@@ -32,16 +32,6 @@ def at(text: str) -> dt.datetime:
 
 
 @pytest.fixture
-def bob(django_user_model):
-    return django_user_model.objects.create_user("bob")
-
-
-@pytest.fixture
-def staff_api(staff_user, client_for):
-    return client_for(api_key_create(user=staff_user, name="staff")[1])
-
-
-@pytest.fixture
 def bob_api(bob, client_for):
     return client_for(api_key_create(user=bob, name="bob")[1])
 
