@@ -75,14 +75,36 @@ def start_pulse(env: dict[str, str], port: int) -> subprocess.Popen:
     for args in (["migrate", "--noinput", "-v", "0"], ["sync_providers"]):
         subprocess.run([python, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True)
     server = subprocess.Popen(
-        [python, "-m", "uvicorn", "pulse.asgi:application", "--port", str(port), "--loop", "uvloop",
-         "--http", "httptools", "--no-access-log", "--log-level", "warning"], cwd=ROOT, env=env)
+        [
+            python,
+            "-m",
+            "uvicorn",
+            "pulse.asgi:application",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
     return server
 
 
 def create_key(env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "manage.py", "create_api_key", "bench"], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "manage.py", "create_api_key", "bench"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return out.strip().splitlines()[-1]
 
 
@@ -152,16 +174,23 @@ async def run(args, fake_url: str, fake_key: str, pulse_url: str, key: str, cont
         for label in ("new connections", "connections reused"):
             configure(1.0, args.concurrent)
             elapsed = await burst(session, chat, auth, args.concurrent)
-            print(f"{args.concurrent} concurrent requests, provider answering after 1 s ({label}): "
-                  f"all done in {elapsed:.2f} s")
+            print(
+                f"{args.concurrent} concurrent requests, provider answering after 1 s ({label}): "
+                f"all done in {elapsed:.2f} s"
+            )
 
         configure(0, 0)
         for in_flight in (10, 50):
             rate = await throughput(session, chat, auth, in_flight, args.seconds)
             print(f"throughput, {in_flight} in flight, provider answering at once: {rate:,.0f} req/s")
 
-        direct = await latencies(session, fake_url + "/chat/completions", {"Authorization": f"Bearer {fake_key}"},
-                                 {**BODY, "max_completion_tokens": 16, "max_tokens": None}, args.samples)
+        direct = await latencies(
+            session,
+            fake_url + "/chat/completions",
+            {"Authorization": f"Bearer {fake_key}"},
+            {**BODY, "max_completion_tokens": 16, "max_tokens": None},
+            args.samples,
+        )
         through = await latencies(session, chat, auth, BODY, args.samples)
         added = statistics.median(through) - statistics.median(direct)
         print(f"one at a time, direct to the fake: {summary(direct)}")
@@ -178,8 +207,14 @@ def main() -> None:
 
     with fake_provider_process() as (fake_url, fake_key, control):
         var_dir = tempfile.mkdtemp(prefix="pulse-bench-")
-        env = {**os.environ, "PULSE_VAR_DIR": var_dir, "OPENAI_API_KEY": fake_key, "OPENAI_BASE_URL": fake_url,
-               "RATE_LIMIT": "100000000/1s", "LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "PULSE_VAR_DIR": var_dir,
+            "OPENAI_API_KEY": fake_key,
+            "OPENAI_BASE_URL": fake_url,
+            "RATE_LIMIT": "100000000/1s",
+            "LOG_LEVEL": "WARNING",
+        }
         port = free_port()
         server = start_pulse(env, port)
         try:

@@ -60,8 +60,13 @@ from gateway.keys import api_key_create  # noqa: E402
 PREFIX = "bench-"
 USERS = 50
 DAYS = 30
-MODELS = (("gpt-4o", "openai"), ("gpt-4o-mini", "openai"), ("claude-sonnet-4", "anthropic"),
-          ("gemini-2.5-flash", "gemini"), ("nano-banana", "gemini"))
+MODELS = (
+    ("gpt-4o", "openai"),
+    ("gpt-4o-mini", "openai"),
+    ("claude-sonnet-4", "anthropic"),
+    ("gemini-2.5-flash", "gemini"),
+    ("nano-banana", "gemini"),
+)
 BATCH = 10_000
 
 
@@ -98,8 +103,18 @@ def seed_postgresql(rows: int, user_ids: list[int]) -> None:
             JOIN (SELECT * FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS t(model, provider, i)) AS m
               ON m.i = 1 + g %% %s
             """,
-            [PREFIX, start, span_us, rows, user_ids, len(user_ids), rows, [m for m, _ in MODELS],
-             [p for _, p in MODELS], len(MODELS)],
+            [
+                PREFIX,
+                start,
+                span_us,
+                rows,
+                user_ids,
+                len(user_ids),
+                rows,
+                [m for m, _ in MODELS],
+                [p for _, p in MODELS],
+                len(MODELS),
+            ],
         )
         cursor.execute(f"ANALYZE {UsageRecord._meta.db_table}")
 
@@ -111,13 +126,26 @@ def seed_in_batches(rows: int, user_ids: list[int]) -> None:
         for g in range(first, min(first + BATCH, rows)):
             model, provider = MODELS[g % len(MODELS)]
             failed = g % 50 == 0
-            batch.append(UsageRecord(
-                request_id=f"{PREFIX}{g}", created_at=start + dt.timedelta(microseconds=g * span_us // rows),
-                user_id=user_ids[g % len(user_ids)], endpoint="chat.complete", route="default", model=model,
-                provider=provider, upstream_model=model, input_tokens=100 + g % 900, output_tokens=20 + g % 300,
-                cached_input_tokens=g % 64, usage_estimated=g % 97 == 0, cost_usd=Decimal(g % 100000).scaleb(-8),
-                status="failed" if failed else "succeeded", error_code="upstream_timeout" if failed else "",
-                latency_ms=200 + g % 1000))
+            batch.append(
+                UsageRecord(
+                    request_id=f"{PREFIX}{g}",
+                    created_at=start + dt.timedelta(microseconds=g * span_us // rows),
+                    user_id=user_ids[g % len(user_ids)],
+                    endpoint="chat.complete",
+                    route="default",
+                    model=model,
+                    provider=provider,
+                    upstream_model=model,
+                    input_tokens=100 + g % 900,
+                    output_tokens=20 + g % 300,
+                    cached_input_tokens=g % 64,
+                    usage_estimated=g % 97 == 0,
+                    cost_usd=Decimal(g % 100000).scaleb(-8),
+                    status="failed" if failed else "succeeded",
+                    error_code="upstream_timeout" if failed else "",
+                    latency_ms=200 + g % 1000,
+                )
+            )
         UsageRecord.objects.bulk_create(batch)
 
 
@@ -165,10 +193,10 @@ def run_wsgi(raw_key: str, sink, *, empty: bool = False) -> tuple[float, int, in
 
 def run_asgi(raw_key: str, sink, *, empty: bool = False) -> tuple[float, int, int]:
     """The same through Django's ASGI handler (the streamed body is an async iterator there)."""
+
     async def export() -> tuple[float, int, int]:
         started = time.perf_counter()
-        response = await AsyncClient().get("/v1/usage/export.csv", export_query(empty=empty),
-                                           headers=headers(raw_key))
+        response = await AsyncClient().get("/v1/usage/export.csv", export_query(empty=empty), headers=headers(raw_key))
         assert response.status_code == 200, response.status_code
         first, size, lines = None, 0, 0
         async for chunk in response.streaming_content:
@@ -194,9 +222,11 @@ def measure(name: str, run, raw_key: str) -> None:
     run(raw_key, lambda chunk: None)
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    print(f"{name}: {rows:,} rows, {size / 2**20:.0f} MiB of CSV in {elapsed:.2f} s ({rows / elapsed:,.0f} rows/s, "
-          f"first rows after {first * 1000:.0f} ms); peak RSS grew {rss_growth:.1f} MiB; "
-          f"tracemalloc peak {peak:.1f} MiB (second run)")
+    print(
+        f"{name}: {rows:,} rows, {size / 2**20:.0f} MiB of CSV in {elapsed:.2f} s ({rows / elapsed:,.0f} rows/s, "
+        f"first rows after {first * 1000:.0f} ms); peak RSS grew {rss_growth:.1f} MiB; "
+        f"tracemalloc peak {peak:.1f} MiB (second run)"
+    )
 
 
 def verify(raw_key: str) -> None:
@@ -211,8 +241,10 @@ def verify(raw_key: str) -> None:
     totals = totals.json()["totals"]
     assert len(exported) == totals["requests"], (len(exported), totals["requests"])
     assert f"{cost:.8f}" == totals["cost_usd"], (cost, totals["cost_usd"])
-    print(f"check: CSV rows {len(exported):,} and cost sum ${cost} equal /v1/usage totals "
-          f"(which took {usage_seconds * 1000:.0f} ms, grouped by day and model)")
+    print(
+        f"check: CSV rows {len(exported):,} and cost sum ${cost} equal /v1/usage totals "
+        f"(which took {usage_seconds * 1000:.0f} ms, grouped by day and model)"
+    )
 
 
 def time_admin_pages() -> None:
@@ -220,9 +252,11 @@ def time_admin_pages() -> None:
     staff = User.objects.get(username=f"{PREFIX}staff")
     client = Client()
     client.force_login(staff)
-    for label, url in (("admin changelist", "/admin/billing/usagerecord/"),
-                       ("admin changelist, filtered", "/admin/billing/usagerecord/?status__exact=failed"),
-                       ("admin dashboard, last 30 days", "/admin/billing/usagerecord/dashboard/")):
+    for label, url in (
+        ("admin changelist", "/admin/billing/usagerecord/"),
+        ("admin changelist, filtered", "/admin/billing/usagerecord/?status__exact=failed"),
+        ("admin dashboard, last 30 days", "/admin/billing/usagerecord/dashboard/"),
+    ):
         started = time.perf_counter()
         response = client.get(url)
         assert response.status_code == 200, (url, response.status_code)
@@ -244,8 +278,9 @@ def main() -> None:
     if not (args.reuse and have == args.rows):
         connections.close_all()
         subprocess.run([sys.executable, __file__, "--seed-only", "--rows", str(args.rows)], check=True)
-    staff, _ = get_user_model().objects.get_or_create(username=f"{PREFIX}staff",
-                                                      defaults={"is_staff": True, "is_superuser": True})
+    staff, _ = get_user_model().objects.get_or_create(
+        username=f"{PREFIX}staff", defaults={"is_staff": True, "is_superuser": True}
+    )
     raw_key = api_key_create(user=staff, name="export bench")[1]
 
     measure("WSGI export", run_wsgi, raw_key)

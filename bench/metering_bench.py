@@ -53,9 +53,17 @@ async def timed(step, iterations: int) -> list[float]:
 
 
 def event(user_id: int) -> UsageEvent:
-    return UsageEvent(request_id=f"bench_{uuid.uuid4().hex}", user_id=user_id, api_key_id=None, model="gpt-4o",
-                      status="succeeded", provider="openai", input_tokens=12, output_tokens=30,
-                      cost_usd=Decimal("0.000330"))
+    return UsageEvent(
+        request_id=f"bench_{uuid.uuid4().hex}",
+        user_id=user_id,
+        api_key_id=None,
+        model="gpt-4o",
+        status="succeeded",
+        provider="openai",
+        input_tokens=12,
+        output_tokens=30,
+        cost_usd=Decimal("0.000330"),
+    )
 
 
 async def run(iterations: int, user_id: int, raw_key: str) -> None:
@@ -78,8 +86,10 @@ async def run(iterations: int, user_id: int, raw_key: str) -> None:
     for name, step in steps.items():
         await timed(step, 50)  # warm-up
         samples = sorted(await timed(step, iterations))
-        print(f"{name:50s} median {statistics.median(samples) * 1000:6.3f} ms   "
-              f"p99 {samples[int(len(samples) * 0.99)] * 1000:6.3f} ms")
+        print(
+            f"{name:50s} median {statistics.median(samples) * 1000:6.3f} ms   "
+            f"p99 {samples[int(len(samples) * 0.99)] * 1000:6.3f} ms"
+        )
 
 
 def main() -> None:

@@ -50,23 +50,39 @@ from providers.routing import Prices, Route  # noqa: E402
 BLOCKLIST = "gateway.moderation.hooks.blocklist.BlocklistHook"
 PII = "gateway.moderation.hooks.pii.PiiHook"
 OPENAI = "gateway.moderation.hooks.openai_moderation.OpenAIModerationHook"
-CHAT = ChatCall("gpt-4o", ChatRequest((
-    ChatMessage("system", "You are a helpful assistant for a travel agency. Answer briefly and politely."),
-    ChatMessage("user", "I would like to plan a trip to Lisbon in early May for two adults. We like food, "
-                        "museums and walking, and we would rather avoid very touristy places. What should we "
-                        "see on the first two days, and which neighbourhood is best to stay in?"),
-    ChatMessage("assistant", "For a first visit, stay in Príncipe Real or Campo de Ourique: quiet, full of good "
-                             "restaurants and close to the centre. Day one: Alfama on foot, then the tile museum. "
-                             "Day two: Belém in the morning, LX Factory in the afternoon."),
-    ChatMessage("user", "Great, thanks! Could you also suggest two day trips by train, and roughly what "
-                        "they cost per person in 2025?"),
-), max_tokens=200))
+CHAT = ChatCall(
+    "gpt-4o",
+    ChatRequest(
+        (
+            ChatMessage("system", "You are a helpful assistant for a travel agency. Answer briefly and politely."),
+            ChatMessage(
+                "user",
+                "I would like to plan a trip to Lisbon in early May for two adults. We like food, "
+                "museums and walking, and we would rather avoid very touristy places. What should we "
+                "see on the first two days, and which neighbourhood is best to stay in?",
+            ),
+            ChatMessage(
+                "assistant",
+                "For a first visit, stay in Príncipe Real or Campo de Ourique: quiet, full of good "
+                "restaurants and close to the centre. Day one: Alfama on foot, then the tile museum. "
+                "Day two: Belém in the morning, LX Factory in the afternoon.",
+            ),
+            ChatMessage(
+                "user",
+                "Great, thanks! Could you also suggest two day trips by train, and roughly what "
+                "they cost per person in 2025?",
+            ),
+        ),
+        max_tokens=200,
+    ),
+)
 
 
 def route(moderation_enabled: bool = True) -> Route:
     provider = ProviderConfig("openai", "openai", "http://127.0.0.1:9/v1", "unused")
-    return Route("gpt-4o", provider, True, True, "", "chat", 100, 4096, Prices(), (),
-                 moderation_enabled=moderation_enabled)
+    return Route(
+        "gpt-4o", provider, True, True, "", "chat", 100, 4096, Prices(), (), moderation_enabled=moderation_enabled
+    )
 
 
 def prepare(terms: int, regexes: int, fake_url: str, fake_key: str) -> None:
@@ -97,8 +113,12 @@ async def run(calls: int, terms: int, regexes: int) -> None:
         (f"blocklist only ({terms} terms + {regexes} regexes)", [BLOCKLIST], True, calls),
         ("PII only", [PII], True, calls),
         ("default hooks: blocklist + PII", [BLOCKLIST, PII], True, calls),
-        ("default hooks + OpenAI moderation (FakeOpenAI, loopback)", [BLOCKLIST, PII, OPENAI], True,
-         max(calls // 10, 100)),
+        (
+            "default hooks + OpenAI moderation (FakeOpenAI, loopback)",
+            [BLOCKLIST, PII, OPENAI],
+            True,
+            max(calls // 10, 100),
+        ),
     ]
     print(f"database: {settings.DATABASES['default']['ENGINE']}, redis: {settings.REDIS_URL or 'none'}")
     print(f"chat: {len(CHAT.request.messages)} messages, {sum(len(m.content) for m in CHAT.request.messages)} chars")

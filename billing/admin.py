@@ -116,8 +116,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class UsageRecordAdmin(ReadOnlyAdmin):
     """The append-only ledger: one row per request, filterable, exportable as the finance CSV."""
 
-    list_display = ("created_at", "request_id", "user", "model", "provider", "modality", "status",
-                    "input_tokens", "output_tokens", "cost_usd", "latency_ms")
+    list_display = (
+        "created_at",
+        "request_id",
+        "user",
+        "model",
+        "provider",
+        "modality",
+        "status",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "latency_ms",
+    )
     list_filter = ("status", "modality", ProviderFilter, "created_at")
     date_hierarchy = "created_at"
     search_fields = ("request_id", "model", "user__username")
@@ -160,10 +171,14 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         form = DashboardRangeForm(request.GET or DashboardRangeForm.default_range())
         dashboard = None
         if form.is_valid():
-            dashboard = usage_dashboard(date_from=form.cleaned_data["date_from"],
-                                        date_to=form.cleaned_data["date_to"])
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": "Usage dashboard",
-                   "form": form, "dashboard": dashboard}
+            dashboard = usage_dashboard(date_from=form.cleaned_data["date_from"], date_to=form.cleaned_data["date_to"])
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Usage dashboard",
+            "form": form,
+            "dashboard": dashboard,
+        }
         return TemplateResponse(request, "admin/billing/usagerecord/dashboard.html", context)
 
 
@@ -171,16 +186,30 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 class BudgetPeriodAdmin(ReadOnlyAdmin):
     """Changed only by the budget code's conditional updates; the admin shows them."""
 
-    list_display = ("user", "period", "spent_usd", "reserved_usd", "tokens_used", "tokens_reserved",
-                    "images_used", "video_ms_used")
+    list_display = (
+        "user",
+        "period",
+        "spent_usd",
+        "reserved_usd",
+        "tokens_used",
+        "tokens_reserved",
+        "images_used",
+        "video_ms_used",
+    )
     list_filter = ("period",)
     search_fields = ("user__username",)
     list_select_related = ("user",)
     date_hierarchy = "period"
 
 
-LIMIT_FIELDS = ("rate_limit_requests", "rate_limit_window_s", "monthly_spend_cap_usd", "monthly_token_cap",
-                "monthly_image_cap", "monthly_video_seconds_cap")
+LIMIT_FIELDS = (
+    "rate_limit_requests",
+    "rate_limit_window_s",
+    "monthly_spend_cap_usd",
+    "monthly_token_cap",
+    "monthly_image_cap",
+    "monthly_video_seconds_cap",
+)
 
 
 @admin.register(UserLimits)

@@ -52,8 +52,12 @@ class Units:
 
     @classmethod
     def of(cls, amounts: Amounts) -> Units:
-        return cls(int(amounts.cost_usd.scaleb(8).to_integral_value(ROUND_CEILING)), amounts.tokens,
-                   amounts.images, int((amounts.video_seconds * 1000).to_integral_value(ROUND_CEILING)))
+        return cls(
+            int(amounts.cost_usd.scaleb(8).to_integral_value(ROUND_CEILING)),
+            amounts.tokens,
+            amounts.images,
+            int((amounts.video_seconds * 1000).to_integral_value(ROUND_CEILING)),
+        )
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,18 @@ def used_this_period(user_id: int, period: date) -> Amounts:
     """What the ledger says the user used in the period: the starting point of a budget row."""
     start, end = _month_bounds(period)
     totals = UsageRecord.objects.filter(user_id=user_id, created_at__gte=start, created_at__lt=end).aggregate(
-        cost=Sum("cost_usd"), input=Sum("input_tokens"), output=Sum("output_tokens"), images=Sum("images"),
-        video=Sum("video_seconds"))
-    return Amounts(totals["cost"] or ZERO, (totals["input"] or 0) + (totals["output"] or 0), totals["images"] or 0,
-                   totals["video"] or ZERO)
+        cost=Sum("cost_usd"),
+        input=Sum("input_tokens"),
+        output=Sum("output_tokens"),
+        images=Sum("images"),
+        video=Sum("video_seconds"),
+    )
+    return Amounts(
+        totals["cost"] or ZERO,
+        (totals["input"] or 0) + (totals["output"] or 0),
+        totals["images"] or 0,
+        totals["video"] or ZERO,
+    )
 
 
 def _budget_row(user_id: int, period: date) -> int:
@@ -91,9 +103,14 @@ def _budget_row(user_id: int, period: date) -> int:
     try:
         with transaction.atomic():
             units = Units.of(used)
-            return BudgetPeriod.objects.create(user_id=user_id, period=period, spent_e8_usd=units.e8_usd,
-                                               tokens_used=units.tokens, images_used=units.images,
-                                               video_ms_used=units.video_ms).pk
+            return BudgetPeriod.objects.create(
+                user_id=user_id,
+                period=period,
+                spent_e8_usd=units.e8_usd,
+                tokens_used=units.tokens,
+                images_used=units.images,
+                video_ms_used=units.video_ms,
+            ).pk
     except IntegrityError:  # a concurrent request created it first
         return BudgetPeriod.objects.get(user_id=user_id, period=period).pk
 
@@ -104,18 +121,22 @@ def budget_resync(user_id: int) -> None:
     period = period_of(timezone.now())
     units = Units.of(used_this_period(user_id, period))
     BudgetPeriod.objects.filter(user_id=user_id, period=period).update(
-        spent_e8_usd=units.e8_usd, tokens_used=units.tokens, images_used=units.images, video_ms_used=units.video_ms)
+        spent_e8_usd=units.e8_usd, tokens_used=units.tokens, images_used=units.images, video_ms_used=units.video_ms
+    )
 
 
 def _fits(caps: Caps, want: Units) -> Q:
     """The condition, evaluated by the database on the locked row, that this request still fits."""
-    limits = Units.of(Amounts(caps.spend_usd or ZERO, caps.tokens or 0, caps.images or 0,
-                              Decimal(caps.video_seconds or 0)))
+    limits = Units.of(
+        Amounts(caps.spend_usd or ZERO, caps.tokens or 0, caps.images or 0, Decimal(caps.video_seconds or 0))
+    )
     condition = Q()
-    checks = ((caps.spend_usd, "e8_usd", "spent_e8_usd", "reserved_e8_usd"),
-              (caps.tokens, "tokens", "tokens_used", "tokens_reserved"),
-              (caps.images, "images", "images_used", "images_reserved"),
-              (caps.video_seconds, "video_ms", "video_ms_used", "video_ms_reserved"))
+    checks = (
+        (caps.spend_usd, "e8_usd", "spent_e8_usd", "reserved_e8_usd"),
+        (caps.tokens, "tokens", "tokens_used", "tokens_reserved"),
+        (caps.images, "images", "images_used", "images_reserved"),
+        (caps.video_seconds, "video_ms", "video_ms_used", "video_ms_reserved"),
+    )
     for cap, unit, used, reserved in checks:
         if cap is not None:
             condition &= Q(**{f"{used}__lte": getattr(limits, unit) - getattr(want, unit) - F(reserved)})
@@ -124,11 +145,16 @@ def _fits(caps: Caps, want: Units) -> Q:
 
 def _moved(held: Units, used: Units) -> dict:
     """The UPDATE that turns a hold into use: reserved -= held, used += used, for every counter."""
-    return {"reserved_e8_usd": F("reserved_e8_usd") - held.e8_usd, "spent_e8_usd": F("spent_e8_usd") + used.e8_usd,
-            "tokens_reserved": F("tokens_reserved") - held.tokens, "tokens_used": F("tokens_used") + used.tokens,
-            "images_reserved": F("images_reserved") - held.images, "images_used": F("images_used") + used.images,
-            "video_ms_reserved": F("video_ms_reserved") - held.video_ms,
-            "video_ms_used": F("video_ms_used") + used.video_ms}
+    return {
+        "reserved_e8_usd": F("reserved_e8_usd") - held.e8_usd,
+        "spent_e8_usd": F("spent_e8_usd") + used.e8_usd,
+        "tokens_reserved": F("tokens_reserved") - held.tokens,
+        "tokens_used": F("tokens_used") + used.tokens,
+        "images_reserved": F("images_reserved") - held.images,
+        "images_used": F("images_used") + used.images,
+        "video_ms_reserved": F("video_ms_reserved") - held.video_ms,
+        "video_ms_used": F("video_ms_used") + used.video_ms,
+    }
 
 
 def budget_reserve(*, user_id: int, caps: Caps | None, want: Amounts) -> Reservation | None:
@@ -141,16 +167,23 @@ def budget_reserve(*, user_id: int, caps: Caps | None, want: Amounts) -> Reserva
     nothing = Units(0, 0, 0, 0)
     # Reserving is the reverse move: held -= -want, used += 0.
     held = BudgetPeriod.objects.filter(Q(pk=row) & _fits(caps, units)).update(
-        **_moved(Units(-units.e8_usd, -units.tokens, -units.images, -units.video_ms), nothing))
+        **_moved(Units(-units.e8_usd, -units.tokens, -units.images, -units.video_ms), nothing)
+    )
     if not held:
-        raise QuotaExceeded(f"This request could exceed your monthly quota ({_cap_text(caps)}); "
-                            f"it would need up to ${want.cost_usd} and {want.tokens} tokens.")
+        raise QuotaExceeded(
+            f"This request could exceed your monthly quota ({_cap_text(caps)}); "
+            f"it would need up to ${want.cost_usd} and {want.tokens} tokens."
+        )
     return Reservation(user_id, period, want)
 
 
 def _cap_text(caps: Caps) -> str:
-    parts = [(caps.spend_usd, "USD {}"), (caps.tokens, "{} tokens"), (caps.images, "{} images"),
-             (caps.video_seconds, "{} video seconds")]
+    parts = [
+        (caps.spend_usd, "USD {}"),
+        (caps.tokens, "{} tokens"),
+        (caps.images, "{} images"),
+        (caps.video_seconds, "{} video seconds"),
+    ]
     return ", ".join(fmt.format(cap) for cap, fmt in parts if cap is not None)
 
 
@@ -159,7 +192,8 @@ def budget_settle(reservation: Reservation | None, used: Amounts) -> None:
     if reservation is None:
         return
     BudgetPeriod.objects.filter(user_id=reservation.user_id, period=reservation.period).update(
-        **_moved(Units.of(reservation.amounts), Units.of(used)))
+        **_moved(Units.of(reservation.amounts), Units.of(used))
+    )
 
 
 def budget_release(reservation: Reservation | None) -> None:

@@ -16,6 +16,10 @@ class Caps:
     @classmethod
     def of(cls, limits) -> Caps | None:
         """The caps set on a UserLimits row, or None when it sets none."""
-        caps = cls(limits.monthly_spend_cap_usd, limits.monthly_token_cap, limits.monthly_image_cap,
-                   limits.monthly_video_seconds_cap)
+        caps = cls(
+            limits.monthly_spend_cap_usd,
+            limits.monthly_token_cap,
+            limits.monthly_image_cap,
+            limits.monthly_video_seconds_cap,
+        )
         return caps if caps != cls() else None

@@ -27,8 +27,7 @@ ROW_CHART_WIDTH, ROW_HEIGHT, LABEL_WIDTH, VALUE_WIDTH = 720, 22, 200, 110
 
 class DashboardRangeForm(forms.Form):
     date_from = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
-    date_to = forms.DateField(label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"},
-                                                                              format="%Y-%m-%d"))
+    date_to = forms.DateField(label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
 
     @classmethod
     def default_range(cls) -> dict[str, str]:
@@ -115,21 +114,38 @@ def column_chart(title: str, labels: Sequence[str], values: Sequence, fmt: Calla
     bars = []
     for index, (label, value) in enumerate(zip(labels, values, strict=True)):
         height = round(_ratio(value, largest) * COLUMN_CHART_HEIGHT, 1)
-        bars.append(Bar(label, fmt(value), x=round(index * slot + slot * 0.1, 1),
-                        y=round(COLUMN_CHART_HEIGHT - height, 1), width=round(max(slot * 0.8, 1), 1), height=height))
+        bars.append(
+            Bar(
+                label,
+                fmt(value),
+                x=round(index * slot + slot * 0.1, 1),
+                y=round(COLUMN_CHART_HEIGHT - height, 1),
+                width=round(max(slot * 0.8, 1), 1),
+                height=height,
+            )
+        )
     ticks = sorted({0, len(labels) // 2, len(labels) - 1}) if labels else []
     axis = [(round(i * slot + slot / 2, 1), labels[i]) for i in ticks]
-    return Chart(title, "columns", COLUMN_CHART_WIDTH, COLUMN_CHART_HEIGHT + AXIS_HEIGHT, bars,
-                 scale_max=fmt(largest), axis=axis)
+    return Chart(
+        title, "columns", COLUMN_CHART_WIDTH, COLUMN_CHART_HEIGHT + AXIS_HEIGHT, bars, scale_max=fmt(largest), axis=axis
+    )
 
 
 def row_chart(title: str, labels: Sequence[str], values: Sequence, fmt: Callable) -> Chart:
     """One horizontal bar per label, largest first as given, label on the left and value on the right."""
     largest = max(values, default=0)
     plot_width = ROW_CHART_WIDTH - LABEL_WIDTH - VALUE_WIDTH
-    bars = [Bar(label, fmt(value), x=LABEL_WIDTH, y=index * ROW_HEIGHT + 3,
-                width=round(max(_ratio(value, largest) * plot_width, 1 if value else 0), 1), height=ROW_HEIGHT - 6)
-            for index, (label, value) in enumerate(zip(labels, values, strict=True))]
+    bars = [
+        Bar(
+            label,
+            fmt(value),
+            x=LABEL_WIDTH,
+            y=index * ROW_HEIGHT + 3,
+            width=round(max(_ratio(value, largest) * plot_width, 1 if value else 0), 1),
+            height=ROW_HEIGHT - 6,
+        )
+        for index, (label, value) in enumerate(zip(labels, values, strict=True))
+    ]
     return Chart(title, "rows", ROW_CHART_WIDTH, max(len(bars), 1) * ROW_HEIGHT, bars)
 
 
@@ -143,9 +159,16 @@ class Breakdown:
 
 def breakdown(title: str, rows: list[dict], label_key: str) -> Breakdown:
     labels = [str(row[label_key]) or "(none)" for row in rows]
-    table = [{"label": label, "requests": count(row["requests"]), "tokens": count(row["total_tokens"]),
-              "spend": usd(row["cost_usd"]), "error_rate": percent(error_rate(row))}
-             for label, row in zip(labels, rows, strict=True)]
+    table = [
+        {
+            "label": label,
+            "requests": count(row["requests"]),
+            "tokens": count(row["total_tokens"]),
+            "spend": usd(row["cost_usd"]),
+            "error_rate": percent(error_rate(row)),
+        }
+        for label, row in zip(labels, rows, strict=True)
+    ]
     return Breakdown(row_chart(title, labels, [row["cost_usd"] for row in rows], usd), table)
 
 
@@ -184,18 +207,29 @@ def usage_dashboard(*, date_from: dt.date, date_to: dt.date) -> Dashboard:
     largest_first = ("-cost_usd", "-requests")
     return Dashboard(
         filters=filters,
-        overview={"requests": count(totals["requests"]), "tokens": count(totals["total_tokens"]),
-                  "spend": usd(totals["cost_usd"]), "error_rate": percent(error_rate(totals))},
+        overview={
+            "requests": count(totals["requests"]),
+            "tokens": count(totals["total_tokens"]),
+            "spend": usd(totals["cost_usd"]),
+            "error_rate": percent(error_rate(totals)),
+        },
         daily=[
             column_chart("Requests per day", labels, [row["requests"] for row in per_day], count),
             column_chart("Tokens per day", labels, [row["total_tokens"] for row in per_day], count),
             column_chart("Spend per day (USD)", labels, [row["cost_usd"] for row in per_day], usd),
             column_chart("Error rate per day", labels, [error_rate(row) for row in per_day], percent),
         ],
-        by_provider=breakdown("Spend per provider", usage_breakdown(filters=filters, by="provider",
-                                                                    order_by=largest_first), "provider"),
-        by_model=breakdown(f"Spend per model (top {TOP_MODELS})", usage_breakdown(
-            filters=filters, by="model", order_by=largest_first, limit=TOP_MODELS), "model"),
-        top_users=breakdown(f"Top {TOP_USERS} users by spend", usage_breakdown(
-            filters=filters, by="user", order_by=largest_first, limit=TOP_USERS), "user__username"),
+        by_provider=breakdown(
+            "Spend per provider", usage_breakdown(filters=filters, by="provider", order_by=largest_first), "provider"
+        ),
+        by_model=breakdown(
+            f"Spend per model (top {TOP_MODELS})",
+            usage_breakdown(filters=filters, by="model", order_by=largest_first, limit=TOP_MODELS),
+            "model",
+        ),
+        top_users=breakdown(
+            f"Top {TOP_USERS} users by spend",
+            usage_breakdown(filters=filters, by="user", order_by=largest_first, limit=TOP_USERS),
+            "user__username",
+        ),
     )

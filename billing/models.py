@@ -71,8 +71,9 @@ class UserLimits(models.Model):
     """Per-user overrides of the rate limit, and optional monthly caps (blank: no override / no cap)."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="limits")
-    rate_limit_requests = models.PositiveIntegerField(null=True, blank=True,
-                                                      help_text="Requests per window; blank: RATE_LIMIT.")
+    rate_limit_requests = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per window; blank: RATE_LIMIT."
+    )
     rate_limit_window_s = models.PositiveIntegerField(null=True, blank=True)
     monthly_spend_cap_usd = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
     monthly_token_cap = models.PositiveBigIntegerField(null=True, blank=True)

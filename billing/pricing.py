@@ -16,8 +16,10 @@ def chat_cost(usage: Usage, prices: Prices) -> Decimal:
     """USD cost of a chat call. Cached input tokens are billed as input (no discount is configured)."""
     if not prices.covers("chat"):
         raise ValueError("chat prices are not set for this route")  # routes without them are refused earlier
-    cost = (Decimal(usage.input_tokens) * prices.input_usd_per_mtok
-            + Decimal(usage.output_tokens) * prices.output_usd_per_mtok) / MILLION
+    cost = (
+        Decimal(usage.input_tokens) * prices.input_usd_per_mtok
+        + Decimal(usage.output_tokens) * prices.output_usd_per_mtok
+    ) / MILLION
     return cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
 
 

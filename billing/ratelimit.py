@@ -56,8 +56,11 @@ class RateDecision:
     reset_s: float  # until the oldest accepted request leaves the window (a slot frees)
 
     def headers(self) -> dict[str, str]:
-        headers = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(max(self.remaining, 0)),
-                   "X-RateLimit-Reset": str(math.ceil(self.reset_s))}
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(max(self.remaining, 0)),
+            "X-RateLimit-Reset": str(math.ceil(self.reset_s)),
+        }
         if not self.allowed:
             headers["Retry-After"] = str(max(1, math.ceil(self.reset_s)))
         return headers

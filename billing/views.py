@@ -28,19 +28,26 @@ ERRORS = {
 class UsageFilterQuery(serializers.Serializer):
     """Query parameters shared by /v1/usage and /v1/usage/export.csv."""
 
-    to = serializers.DateField(required=False, input_formats=["%Y-%m-%d"],
-                               help_text="Last UTC day, inclusive (YYYY-MM-DD). Default: the end of the month "
-                                         "of `from`, or of the current month.")
-    user = serializers.CharField(required=False, allow_blank=True,
-                                 help_text="Staff only: a username, or `*` for every user.")
+    to = serializers.DateField(
+        required=False,
+        input_formats=["%Y-%m-%d"],
+        help_text="Last UTC day, inclusive (YYYY-MM-DD). Default: the end of the month "
+        "of `from`, or of the current month.",
+    )
+    user = serializers.CharField(
+        required=False, allow_blank=True, help_text="Staff only: a username, or `*` for every user."
+    )
     model = serializers.CharField(required=False, allow_blank=True, help_text="Only this public model name.")
     provider = serializers.CharField(required=False, allow_blank=True, help_text="Only this provider.")
 
     def get_fields(self):
         # `from` is a Python keyword, so it cannot be declared in the class body.
-        date_from = serializers.DateField(required=False, input_formats=["%Y-%m-%d"],
-                                          help_text="First UTC day (YYYY-MM-DD). Default: the first day of the "
-                                                    "month of `to`, or of the current month.")
+        date_from = serializers.DateField(
+            required=False,
+            input_formats=["%Y-%m-%d"],
+            help_text="First UTC day (YYYY-MM-DD). Default: the first day of the "
+            "month of `to`, or of the current month.",
+        )
         return {"from": date_from, **super().get_fields()}
 
     def validate(self, attrs: dict) -> dict:
@@ -51,8 +58,9 @@ class UsageFilterQuery(serializers.Serializer):
 
 
 class UsageSummaryQuery(UsageFilterQuery):
-    group_by = serializers.ChoiceField(choices=["day", "model", "day,model"], default="day,model",
-                                       help_text="What each row of `data` totals over.")
+    group_by = serializers.ChoiceField(
+        choices=["day", "model", "day,model"], default="day,model", help_text="What each row of `data` totals over."
+    )
 
 
 def usage_filter(principal: Principal, query: dict, *, all_users_by_default: bool) -> UsageFilter:
@@ -68,8 +76,13 @@ def usage_filter(principal: Principal, query: dict, *, all_users_by_default: boo
             raise InvalidRequest(f"No user named {username!r}.", code="invalid_value", param="user")
     else:
         user_id = principal.user_id
-    return UsageFilter(date_from=query["from"], date_to=query["to"], user_id=user_id,
-                       model=query.get("model") or "", provider=query.get("provider") or "")
+    return UsageFilter(
+        date_from=query["from"],
+        date_to=query["to"],
+        user_id=user_id,
+        model=query.get("model") or "",
+        provider=query.get("provider") or "",
+    )
 
 
 class UsageRowSerializer(serializers.Serializer):
@@ -104,11 +117,13 @@ class UsageReportSerializer(serializers.Serializer):
 
 class UsageView(APIView):
     @extend_schema(
-        operation_id="usage", tags=["usage"], parameters=[UsageSummaryQuery],
+        operation_id="usage",
+        tags=["usage"],
+        parameters=[UsageSummaryQuery],
         summary="Usage totals by day and model over a date range (default: the current UTC month)",
         description="The caller's own usage. Staff may pass `user=<username>` for one user, or `user=*` for "
-                    "everyone. Days are UTC; `to` is inclusive. `data` is ordered by day, then model. "
-                    "`totals` covers the same ledger rows as `/v1/usage/export.csv` with the same parameters.",
+        "everyone. Days are UTC; `to` is inclusive. `data` is ordered by day, then model. "
+        "`totals` covers the same ledger rows as `/v1/usage/export.csv` with the same parameters.",
         responses={200: UsageReportSerializer, **ERRORS},
     )
     def get(self, request: Request) -> Response:
@@ -135,20 +150,25 @@ class UsageExportView(APIView):
     content_negotiation_class = JsonErrorsNegotiation
 
     @extend_schema(
-        operation_id="usage_export_csv", tags=["usage"], parameters=[UsageFilterQuery],
+        operation_id="usage_export_csv",
+        tags=["usage"],
+        parameters=[UsageFilterQuery],
         summary="The usage ledger as CSV, one row per ledger row (streamed)",
         description="Staff: every user's rows, or one user's with `user=<username>`; others: their own rows "
-                    "only. Days are UTC; `to` is inclusive. The sum of `cost_usd` equals `totals.cost_usd` "
-                    "of `/v1/usage` with the same parameters.\n\n"
-                    f"Columns, in order: `{', '.join(exports.HEADER)}`. `created_at` is ISO-8601 UTC ending "
-                    "in `Z`; `cost_usd` is the exact decimal (8 places), `video_seconds` 3 places; "
-                    "`usage_estimated` is `true` or `false`. Rows are ordered by time. Text cells that a "
-                    "spreadsheet would evaluate as a formula are prefixed with `'`.",
+        "only. Days are UTC; `to` is inclusive. The sum of `cost_usd` equals `totals.cost_usd` "
+        "of `/v1/usage` with the same parameters.\n\n"
+        f"Columns, in order: `{', '.join(exports.HEADER)}`. `created_at` is ISO-8601 UTC ending "
+        "in `Z`; `cost_usd` is the exact decimal (8 places), `video_seconds` 3 places; "
+        "`usage_estimated` is `true` or `false`. Rows are ordered by time. Text cells that a "
+        "spreadsheet would evaluate as a formula are prefixed with `'`.",
         responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, "The CSV file (attachment)"), **ERRORS},
     )
     def get(self, request: Request) -> StreamingHttpResponse:
         query = UsageFilterQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         filters = usage_filter(request.user, query.validated_data, all_users_by_default=True)
-        return exports.usage_csv_response(request, usage_records(filters=filters),
-                                          filename=exports.usage_csv_filename(filters.date_from, filters.date_to))
+        return exports.usage_csv_response(
+            request,
+            usage_records(filters=filters),
+            filename=exports.usage_csv_filename(filters.date_from, filters.date_to),
+        )

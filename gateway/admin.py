@@ -41,8 +41,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def response_add(self, request, obj: ApiKey, post_url_continue=None):
         # The key is rendered into this one response and stored nowhere (no message, no session).
-        context = {**self.admin_site.each_context(request), "key": obj,
-                   "raw_key": request.pulse_new_api_key, "opts": self.opts, "title": "API key created"}
+        context = {
+            **self.admin_site.each_context(request),
+            "key": obj,
+            "raw_key": request.pulse_new_api_key,
+            "opts": self.opts,
+            "title": "API key created",
+        }
         return TemplateResponse(request, "admin/gateway/apikey/created.html", context)
 
     @admin.action(description="Revoke selected API keys")
@@ -80,8 +85,18 @@ class BlockedTermAdmin(admin.ModelAdmin):
 class ModerationEventAdmin(admin.ModelAdmin):
     """What moderation blocked or redacted, and why: a record, read-only."""
 
-    list_display = ("created_at", "action", "category", "hook", "reason", "route", "user", "key_prefix", "param",
-                    "request_id")
+    list_display = (
+        "created_at",
+        "action",
+        "category",
+        "hook",
+        "reason",
+        "route",
+        "user",
+        "key_prefix",
+        "param",
+        "request_id",
+    )
     list_filter = ("category", "hook", "action", "created_at")
     date_hierarchy = "created_at"
     search_fields = ("request_id", "user__username", "route", "reason")

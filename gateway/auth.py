@@ -64,8 +64,13 @@ class Principal:
     @classmethod
     def from_cache(cls, entry: dict) -> Principal:
         caps = entry.get("caps")
-        return cls(**{**entry, "caps": Caps(**caps) if caps else None,
-                      "rate_limit": tuple(entry["rate_limit"]) if entry.get("rate_limit") else None})
+        return cls(
+            **{
+                **entry,
+                "caps": Caps(**caps) if caps else None,
+                "rate_limit": tuple(entry["rate_limit"]) if entry.get("rate_limit") else None,
+            }
+        )
 
     def is_expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= timezone.now()
@@ -104,8 +109,17 @@ def _principal_from_db(key_hash: str) -> Principal | None:
         if limits.rate_limit_requests and limits.rate_limit_window_s:
             rate_limit = (limits.rate_limit_requests, float(limits.rate_limit_window_s))
         caps = Caps.of(limits)
-    return Principal(key.pk, key.key_hash, key.prefix, key.user_id, key.user.get_username(),
-                     key.user.is_staff, key.expires_at, rate_limit, caps)
+    return Principal(
+        key.pk,
+        key.key_hash,
+        key.prefix,
+        key.user_id,
+        key.user.get_username(),
+        key.user.is_staff,
+        key.expires_at,
+        rate_limit,
+        caps,
+    )
 
 
 def _refresh(key_hash: str) -> Principal | None:
@@ -118,8 +132,7 @@ def _refresh(key_hash: str) -> Principal | None:
         principal = _principal_from_db(key_hash)
         try:
             # add, not set: a concurrent revocation's tombstone must win over this read.
-            cache.add(_shared_key(key_hash), principal.to_cache() if principal else _TOMBSTONE,
-                      SHARED_CACHE_SECONDS)
+            cache.add(_shared_key(key_hash), principal.to_cache() if principal else _TOMBSTONE, SHARED_CACHE_SECONDS)
         except Exception:
             logger.warning("shared cache unavailable for API key store", exc_info=True)
     else:

@@ -138,19 +138,34 @@ class PulseDialect:
     def parse(payload: Any) -> ChatCall:
         data = validated(ChatCompleteRequest(data=payload))
         messages = [ChatMessage(m["role"], m["content"]) for m in data["messages"]]
-        return ChatCall(data["model"], _chat_request(data, messages, data.get("max_tokens"), data.get("stop", [])),
-                        data["stream"], tuple(data.get("fallbacks", [])), True, data.get("metadata", {}))
+        return ChatCall(
+            data["model"],
+            _chat_request(data, messages, data.get("max_tokens"), data.get("stop", [])),
+            data["stream"],
+            tuple(data.get("fallbacks", [])),
+            True,
+            data.get("metadata", {}),
+        )
 
     @staticmethod
     def usage(usage: Usage) -> dict:
-        return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-                "total_tokens": usage.total_tokens}
+        return {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "total_tokens": usage.total_tokens,
+        }
 
     @classmethod
     def answer(cls, result: ChatResult, answered: Answered, cost_usd: Decimal) -> dict:
-        return {"id": answered.request_id, "model": answered.model, "provider": answered.provider,
-                "message": {"role": "assistant", "content": result.content}, "finish_reason": result.finish_reason,
-                "usage": cls.usage(result.usage), "cost_usd": usd_text(cost_usd)}
+        return {
+            "id": answered.request_id,
+            "model": answered.model,
+            "provider": answered.provider,
+            "message": {"role": "assistant", "content": result.content},
+            "finish_reason": result.finish_reason,
+            "usage": cls.usage(result.usage),
+            "cost_usd": usd_text(cost_usd),
+        }
 
     # Stream: `event: delta` frames, then one `event: done` (or `event: error`).
     @staticmethod
@@ -162,10 +177,20 @@ class PulseDialect:
         return sse({"delta": delta.content}, "delta") if delta.content else b""
 
     @classmethod
-    def stream_end(cls, finish_reason: str, usage: Usage, cost_usd: Decimal, answered: Answered,
-                   include_usage: bool) -> bytes:
-        return sse({"id": answered.request_id, "model": answered.model, "provider": answered.provider,
-                    "finish_reason": finish_reason, "usage": cls.usage(usage), "cost_usd": usd_text(cost_usd)}, "done")
+    def stream_end(
+        cls, finish_reason: str, usage: Usage, cost_usd: Decimal, answered: Answered, include_usage: bool
+    ) -> bytes:
+        return sse(
+            {
+                "id": answered.request_id,
+                "model": answered.model,
+                "provider": answered.provider,
+                "finish_reason": finish_reason,
+                "usage": cls.usage(usage),
+                "cost_usd": usd_text(cost_usd),
+            },
+            "done",
+        )
 
     @staticmethod
     def stream_error(error: ApiError) -> bytes:
@@ -213,8 +238,17 @@ class ChatCompletionsRequest(HotPathSerializer):
     metadata = serializers.DictField(required=False, allow_null=True)
 
     # Features Pulse cannot honour yet are refused rather than silently ignored.
-    UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "response_format", "logprobs",
-                   "audio", "modalities", "prediction")
+    UNSUPPORTED = (
+        "tools",
+        "tool_choice",
+        "functions",
+        "function_call",
+        "response_format",
+        "logprobs",
+        "audio",
+        "modalities",
+        "prediction",
+    )
 
     def validate(self, attrs: dict) -> dict:
         for name in self.UNSUPPORTED:
@@ -238,37 +272,54 @@ class OpenAIDialect:
     @staticmethod
     def parse(payload: Any) -> ChatCall:
         data = validated(ChatCompletionsRequest(data=payload))
-        messages = [ChatMessage("system" if m["role"] == "developer" else m["role"], m["content"])
-                    for m in data["messages"]]
+        messages = [
+            ChatMessage("system" if m["role"] == "developer" else m["role"], m["content"]) for m in data["messages"]
+        ]
         max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
         include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-        return ChatCall(data["model"], _chat_request(data, messages, max_tokens, data.get("stop") or []),
-                        data["stream"], (), include_usage, data.get("metadata") or {})
+        return ChatCall(
+            data["model"],
+            _chat_request(data, messages, max_tokens, data.get("stop") or []),
+            data["stream"],
+            (),
+            include_usage,
+            data.get("metadata") or {},
+        )
 
     @staticmethod
     def usage(usage: Usage) -> dict:
-        return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-                "total_tokens": usage.total_tokens,
-                "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
-                "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens}}
+        return {
+            "prompt_tokens": usage.input_tokens,
+            "completion_tokens": usage.output_tokens,
+            "total_tokens": usage.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+            "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        }
 
     @staticmethod
     def _envelope(answered: Answered, obj: str) -> dict:
-        return {"id": f"chatcmpl-{answered.request_id}", "object": obj, "created": answered.created,
-                "model": answered.model}
+        return {
+            "id": f"chatcmpl-{answered.request_id}",
+            "object": obj,
+            "created": answered.created,
+            "model": answered.model,
+        }
 
     @classmethod
     def answer(cls, result: ChatResult, answered: Answered, cost_usd: Decimal) -> dict:
         message = {"role": "assistant", "content": result.content, "refusal": None}
-        return {**cls._envelope(answered, "chat.completion"),
-                "choices": [{"index": 0, "message": message, "logprobs": None,
-                             "finish_reason": result.finish_reason}],
-                "usage": cls.usage(result.usage)}
+        return {
+            **cls._envelope(answered, "chat.completion"),
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": result.finish_reason}],
+            "usage": cls.usage(result.usage),
+        }
 
     @classmethod
     def _chunk(cls, answered: Answered, delta: dict, finish_reason: str | None, include_usage: bool) -> bytes:
-        chunk = {**cls._envelope(answered, "chat.completion.chunk"),
-                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+        chunk = {
+            **cls._envelope(answered, "chat.completion.chunk"),
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
         if include_usage:
             chunk["usage"] = None
         return sse(chunk)
@@ -282,12 +333,12 @@ class OpenAIDialect:
         return cls._chunk(answered, {"content": delta.content}, None, include_usage) if delta.content else b""
 
     @classmethod
-    def stream_end(cls, finish_reason: str, usage: Usage, cost_usd: Decimal, answered: Answered,
-                   include_usage: bool) -> bytes:
+    def stream_end(
+        cls, finish_reason: str, usage: Usage, cost_usd: Decimal, answered: Answered, include_usage: bool
+    ) -> bytes:
         end = cls._chunk(answered, {}, finish_reason, include_usage)
         if include_usage:
-            end += sse({**cls._envelope(answered, "chat.completion.chunk"), "choices": [],
-                        "usage": cls.usage(usage)})
+            end += sse({**cls._envelope(answered, "chat.completion.chunk"), "choices": [], "usage": cls.usage(usage)})
         return end + sse("[DONE]")
 
     @staticmethod

@@ -41,8 +41,13 @@ class Attempt:
     message: str = ""
 
     def as_dict(self) -> dict:
-        return {"provider": self.provider, "model": self.model, "code": self.code, "status": self.status,
-                "message": self.message}
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "code": self.code,
+            "status": self.status,
+            "message": self.message,
+        }
 
 
 @dataclass
@@ -74,24 +79,33 @@ def plan_candidates(call: ChatCall, table: RoutingTable) -> list[Candidate]:
     """The candidates for a call, or the client error that explains why there are none."""
     for index, name in enumerate(call.fallbacks):
         if table.match(name) is None:
-            raise InvalidRequest(f"Unknown fallback model {name!r}.", code="model_not_found",
-                                 param=f"fallbacks.{index}")
+            raise InvalidRequest(
+                f"Unknown fallback model {name!r}.", code="model_not_found", param=f"fallbacks.{index}"
+            )
     route = table.match(call.model)
     if route is None or not route.enabled:
-        raise NotFound(f"The model {call.model!r} does not exist or is not available.", code="model_not_found",
-                       param="model")
+        raise NotFound(
+            f"The model {call.model!r} does not exist or is not available.", code="model_not_found", param="model"
+        )
     if route.modality != "chat":
-        raise InvalidRequest(f"{call.model!r} is a {route.modality} model, not a chat model.",
-                             code="wrong_modality", param="model")
+        raise InvalidRequest(
+            f"{call.model!r} is a {route.modality} model, not a chat model.", code="wrong_modality", param="model"
+        )
     if not route.prices.covers("chat"):
-        raise ApiError(f"The model {call.model!r} has no price set (route {route.name!r}): an admin must set its "
-                       "prices before it can be used.", status=403, type="permission_error",
-                       code="model_not_priced", param="model")
+        raise ApiError(
+            f"The model {call.model!r} has no price set (route {route.name!r}): an admin must set its "
+            "prices before it can be used.",
+            status=403,
+            type="permission_error",
+            code="model_not_priced",
+            param="model",
+        )
     # A fallback without prices is skipped: nothing is ever billed at an unknown price.
     candidates = [c for c in table.candidates(call.model, call.fallbacks) if c.route.prices.covers("chat")]
     if not candidates:
-        raise ApiError(f"No enabled provider serves {call.model!r}.", status=503, type="api_error",
-                       code="provider_unavailable")
+        raise ApiError(
+            f"No enabled provider serves {call.model!r}.", status=503, type="api_error", code="provider_unavailable"
+        )
     return candidates
 
 
@@ -108,8 +122,9 @@ def _attempt(candidate: Candidate, error: ProviderError) -> Attempt:
 
 
 def refusal_error(provider: str) -> ApiError:
-    return ApiError(f"The provider {provider} declined to answer this prompt (content policy).",
-                    code="content_policy_violation")
+    return ApiError(
+        f"The provider {provider} declined to answer this prompt (content policy).", code="content_policy_violation"
+    )
 
 
 def client_error(error: ProviderError, attempts: list[Attempt]) -> ApiError:
@@ -117,8 +132,12 @@ def client_error(error: ProviderError, attempts: list[Attempt]) -> ApiError:
     if error.code == "model_not_found":
         return NotFound(f"{error.provider}: {error.message}", code="model_not_found", param="model")
     status = error.status if error.status in (400, 413, 422) else 400
-    return ApiError(f"{error.provider} rejected the request: {error.message}", status=status,
-                    code=error.code, extra={"attempts": [a.as_dict() for a in attempts]})
+    return ApiError(
+        f"{error.provider} rejected the request: {error.message}",
+        status=status,
+        code=error.code,
+        extra={"attempts": [a.as_dict() for a in attempts]},
+    )
 
 
 def all_failed_error(attempts: list[Attempt]) -> ApiError:
@@ -131,8 +150,13 @@ def all_failed_error(attempts: list[Attempt]) -> ApiError:
     else:
         status, code = 502, "upstream_error"
     tried = ", ".join(f"{a.provider}/{a.model} ({a.code})" for a in attempts)
-    return ApiError(f"Every provider failed: {tried}.", status=status, type="api_error", code=code,
-                    extra={"attempts": [a.as_dict() for a in attempts]})
+    return ApiError(
+        f"Every provider failed: {tried}.",
+        status=status,
+        type="api_error",
+        code=code,
+        extra={"attempts": [a.as_dict() for a in attempts]},
+    )
 
 
 async def _usable(candidates: list[Candidate], attempts: list[Attempt]) -> AsyncIterator[Candidate]:
@@ -140,8 +164,14 @@ async def _usable(candidates: list[Candidate], attempts: list[Attempt]) -> Async
     await breaker.refresh(c.provider.name for c in candidates)
     for candidate in candidates:
         if breaker.is_open(candidate.provider.name):
-            attempts.append(Attempt(candidate.provider.name, candidate.upstream_model, "provider_cooling_down",
-                                    message="skipped: failing recently"))
+            attempts.append(
+                Attempt(
+                    candidate.provider.name,
+                    candidate.upstream_model,
+                    "provider_cooling_down",
+                    message="skipped: failing recently",
+                )
+            )
             continue
         yield candidate
 
@@ -154,12 +184,14 @@ def exhausted_error(attempts: list[Attempt]) -> ApiError:
 
 def _refused(candidate: Candidate, attempts: list[Attempt]) -> None:
     """Record a refusal; it is the client's answer unless this route falls back on refusals."""
-    attempts.append(Attempt(candidate.provider.name, candidate.upstream_model, REFUSED,
-                            message="declined the prompt (content policy)"))
+    attempts.append(
+        Attempt(
+            candidate.provider.name, candidate.upstream_model, REFUSED, message="declined the prompt (content policy)"
+        )
+    )
     if not candidate.route.fallback_on_refusal:
         raise refusal_error(candidate.provider.name)
-    logger.info("%s refused the prompt; route %s falls back on refusals", candidate.provider.name,
-                candidate.route.name)
+    logger.info("%s refused the prompt; route %s falls back on refusals", candidate.provider.name, candidate.route.name)
 
 
 async def _failed(candidate: Candidate, error: ProviderError, attempts: list[Attempt]) -> None:
@@ -178,16 +210,18 @@ async def _moderated(outcome: ChatOutcome, principal: Principal | None, request_
     """MODERATION_CHECK_RESPONSES: the answer through the moderation hooks before the client sees it."""
     result = outcome.result
     try:
-        content = await moderate_answer(result.content, route=outcome.candidate.route, principal=principal,
-                                        request_id=request_id)
+        content = await moderate_answer(
+            result.content, route=outcome.candidate.route, principal=principal, request_id=request_id
+        )
     except ContentBlocked as blocked:
         blocked.outcome = outcome  # the provider did answer (and charge): the caller may bill it
         raise
     return outcome if content == result.content else replace(outcome, result=replace(result, content=content))
 
 
-async def complete_chat(call: ChatCall, candidates: list[Candidate], *, principal: Principal | None = None,
-                        request_id: str = "") -> ChatOutcome:
+async def complete_chat(
+    call: ChatCall, candidates: list[Candidate], *, principal: Principal | None = None, request_id: str = ""
+) -> ChatOutcome:
     """The first candidate's answer; principal and request_id go into moderation events of the answer."""
     attempts: list[Attempt] = []
     async for candidate in _usable(candidates, attempts):
@@ -214,8 +248,9 @@ async def open_chat_stream(call: ChatCall, candidates: list[Candidate]) -> ChatS
     """Start streaming from the first candidate that yields a first delta (nothing has reached the client yet)."""
     attempts: list[Attempt] = []
     async for candidate in _usable(candidates, attempts):
-        deltas = chat_client_for(candidate.provider).stream(request_for(call, candidate),
-                                                            model=candidate.upstream_model)
+        deltas = chat_client_for(candidate.provider).stream(
+            request_for(call, candidate), model=candidate.upstream_model
+        )
         try:
             first = await anext(deltas)
         except ProviderError as error:
@@ -223,8 +258,13 @@ async def open_chat_stream(call: ChatCall, candidates: list[Candidate]) -> ChatS
             await _failed(candidate, error, attempts)
             continue
         except StopAsyncIteration:
-            await _failed(candidate, ProviderError("the stream ended before any output", candidate.provider.name,
-                                                   True, code="upstream_stream_cut"), attempts)
+            await _failed(
+                candidate,
+                ProviderError(
+                    "the stream ended before any output", candidate.provider.name, True, code="upstream_stream_cut"
+                ),
+                attempts,
+            )
             continue
         await breaker.record_success(candidate.provider.name)
         if first.finish_reason == CONTENT_FILTER and not first.content:

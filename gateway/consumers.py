@@ -137,25 +137,32 @@ class ChatConsumer(AsyncHttpConsumer):
             status = 500
             await self._send_error(as_api_error(exc))
         finally:
-            observe_request(route=self.route, method=self.scope["method"], status=status,
-                            seconds=time.perf_counter() - started)
+            observe_request(
+                route=self.route, method=self.scope["method"], status=status, seconds=time.perf_counter() - started
+            )
 
     async def _handle(self, body: bytes) -> int:
         if self.scope["method"] != "POST":
-            raise ApiError(f"Method {self.scope['method']} not allowed.", status=405, code="method_not_allowed",
-                           headers={"Allow": "POST"})
+            raise ApiError(
+                f"Method {self.scope['method']} not allowed.",
+                status=405,
+                code="method_not_allowed",
+                headers={"Allow": "POST"},
+            )
         principal = await self._authenticate()
         await self._rate_limit(principal)
         call = self.dialect.parse(self._json(body))
         table = await arouting_table()
         candidates = plan_candidates(call, table)
-        meter = ChatMeter(principal=principal, request_id=self.request_id, endpoint=self.route, call=call,
-                          candidates=candidates)
+        meter = ChatMeter(
+            principal=principal, request_id=self.request_id, endpoint=self.route, call=call, candidates=candidates
+        )
         await meter.reserve()
         try:
             # The requested route decides (the first candidate may be a fallback when its provider is off).
-            call = await moderate_chat(call, route=table.match(call.model), principal=principal,
-                                       request_id=self.request_id)
+            call = await moderate_chat(
+                call, route=table.match(call.model), principal=principal, request_id=self.request_id
+            )
             if call.stream:
                 return await self._stream(call, await open_chat_stream(call, candidates), meter)
             outcome = await complete_chat(call, candidates, principal=principal, request_id=self.request_id)
@@ -164,9 +171,14 @@ class ChatConsumer(AsyncHttpConsumer):
             status = UsageRecord.Status.BLOCKED if blocked else UsageRecord.Status.FAILED
             answered = getattr(error, "outcome", None)  # an answer blocked after the provider produced (and billed) it
             if answered is not None:
-                await meter.succeeded(answered.candidate, answered.result.usage,
-                                      [a.as_dict() for a in answered.attempts],
-                                      output_chars=len(answered.result.content), status=status, error_code=error.code)
+                await meter.succeeded(
+                    answered.candidate,
+                    answered.result.usage,
+                    [a.as_dict() for a in answered.attempts],
+                    output_chars=len(answered.result.content),
+                    status=status,
+                    error_code=error.code,
+                )
             else:
                 await meter.failed(error, status=status)
             raise
@@ -177,8 +189,9 @@ class ChatConsumer(AsyncHttpConsumer):
             await meter.failed(as_api_error(exc))
             raise
         attempts = [a.as_dict() for a in outcome.attempts]
-        cost, usage = await meter.succeeded(outcome.candidate, outcome.result.usage, attempts,
-                                            output_chars=len(outcome.result.content))
+        cost, usage = await meter.succeeded(
+            outcome.candidate, outcome.result.usage, attempts, output_chars=len(outcome.result.content)
+        )
         answered = self._answered(call, outcome.candidate)
         body_out = json.dumps(self.dialect.answer(replace(outcome.result, usage=usage), answered, cost)).encode()
         await self.send_response(200, body_out, headers=self._response_headers(JSON, outcome.candidate, cost))
@@ -189,15 +202,22 @@ class ChatConsumer(AsyncHttpConsumer):
         decision = await rate_limiter.acquire(rate_key(principal), limit, window_s)
         self.common_headers.update(decision.headers())
         if not decision.allowed:
-            raise ApiError(f"Rate limit reached: {limit} requests per {window_s:g} s. Retry after "
-                           f"{decision.headers()['Retry-After']} s.", status=429, type="rate_limit_error",
-                           code="rate_limit_exceeded")
+            raise ApiError(
+                f"Rate limit reached: {limit} requests per {window_s:g} s. Retry after "
+                f"{decision.headers()['Retry-After']} s.",
+                status=429,
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+            )
 
     async def _authenticate(self) -> Principal:
         raw_key = raw_key_from_headers(self.headers)
         if raw_key is None:
-            raise AuthenticationError("No API key: send Authorization: Bearer <key>.", code="missing_api_key",
-                                      headers={"WWW-Authenticate": 'Bearer realm="pulse"'})
+            raise AuthenticationError(
+                "No API key: send Authorization: Bearer <key>.",
+                code="missing_api_key",
+                headers={"WWW-Authenticate": 'Bearer realm="pulse"'},
+            )
         principal = await aauthenticate_key(raw_key)
         record_key_use_later(principal)
         return principal
@@ -205,20 +225,26 @@ class ChatConsumer(AsyncHttpConsumer):
     def _json(self, body: bytes) -> Any:
         content_type = self.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
-            raise ApiError(f"Unsupported media type {content_type or 'none'!r}: send application/json.",
-                           status=415, code="unsupported_media_type")
+            raise ApiError(
+                f"Unsupported media type {content_type or 'none'!r}: send application/json.",
+                status=415,
+                code="unsupported_media_type",
+            )
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidRequest(f"The body is not valid JSON: {exc}", code="invalid_json") from None
 
     def _answered(self, call: ChatCall, candidate: Candidate) -> Answered:
-        return Answered(self.request_id, call.model, candidate.provider.name, candidate.upstream_model,
-                        now_created())
+        return Answered(self.request_id, call.model, candidate.provider.name, candidate.upstream_model, now_created())
 
     def _response_headers(self, content_type: bytes, candidate: Candidate, cost=None) -> list[tuple[bytes, bytes]]:
-        headers = {"Content-Type": content_type.decode(), **self.common_headers,
-                   "X-Pulse-Provider": candidate.provider.name, "X-Pulse-Model": candidate.upstream_model}
+        headers = {
+            "Content-Type": content_type.decode(),
+            **self.common_headers,
+            "X-Pulse-Provider": candidate.provider.name,
+            "X-Pulse-Model": candidate.upstream_model,
+        }
         if cost is not None:
             headers["X-Pulse-Cost-USD"] = usd_text(cost)
         return _headers(headers)
@@ -233,15 +259,18 @@ class ChatConsumer(AsyncHttpConsumer):
     # --- streaming --------------------------------------------------------------
     async def _stream(self, call: ChatCall, stream: ChatStream, meter: ChatMeter) -> int:
         answered = self._answered(call, stream.candidate)
-        headers = self._response_headers(SSE, stream.candidate) + [(b"Cache-Control", b"no-cache"),
-                                                                    (b"X-Accel-Buffering", b"no")]
+        headers = self._response_headers(SSE, stream.candidate) + [
+            (b"Cache-Control", b"no-cache"),
+            (b"X-Accel-Buffering", b"no"),
+        ]
         dialect, include_usage = self.dialect, call.include_usage
         finish_reason, usage, chars = "stop", None, 0
         attempts = [a.as_dict() for a in stream.attempts]
 
         async def metered(status: str, error_code: str = "") -> tuple[Decimal, Usage]:
-            return await meter.succeeded(stream.candidate, usage, attempts, output_chars=chars, status=status,
-                                         error_code=error_code)
+            return await meter.succeeded(
+                stream.candidate, usage, attempts, output_chars=chars, status=status, error_code=error_code
+            )
 
         try:
             await self.send_headers(status=200, headers=headers)
@@ -257,8 +286,12 @@ class ChatConsumer(AsyncHttpConsumer):
             # Bytes already went to the client: no fallback now, end with a clear error event.
             logger.warning("stream from %s broke after it started: %s", error.provider, error)
             await metered(UsageRecord.Status.FAILED, "stream_interrupted")
-            failure = ApiError(f"The stream from {error.provider} broke off: {error.message}", status=502,
-                               type="api_error", code="stream_interrupted")
+            failure = ApiError(
+                f"The stream from {error.provider} broke off: {error.message}",
+                status=502,
+                type="api_error",
+                code="stream_interrupted",
+            )
             await self.send_body(dialect.stream_error(failure), more_body=False)
             return 200
         except asyncio.CancelledError:  # the client went away: bill what was produced

@@ -97,8 +97,9 @@ def _drf_error(exc: drf.APIException) -> ApiError:
         return AuthenticationError(str(exc.detail), code=code)
     if isinstance(exc, drf.Throttled):
         headers = {"Retry-After": str(max(1, math.ceil(exc.wait or 1)))}
-        return ApiError(str(exc.detail), status=429, type="rate_limit_error",
-                        code="rate_limit_exceeded", headers=headers)
+        return ApiError(
+            str(exc.detail), status=429, type="rate_limit_error", code="rate_limit_exceeded", headers=headers
+        )
     mapping = {
         drf.PermissionDenied: (403, "permission_error", "permission_denied"),
         drf.NotFound: (404, "not_found_error", "not_found"),
@@ -125,8 +126,9 @@ def as_api_error(exc: Exception) -> ApiError:
         return PermissionError_("You do not have permission to perform this action.")
     if isinstance(exc, RequestDataTooBig):
         return ApiError("Request body is too large.", status=413, code="request_too_large")
-    return ApiError("The server had an error while processing your request.", status=500,
-                    type="api_error", code="internal_error")
+    return ApiError(
+        "The server had an error while processing your request.", status=500, type="api_error", code="internal_error"
+    )
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response:

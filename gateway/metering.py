@@ -43,8 +43,9 @@ def worst_case(call: ChatCall, candidates: list[Candidate]) -> Amounts:
 
 
 class ChatMeter:
-    def __init__(self, *, principal: Principal, request_id: str, endpoint: str, call: ChatCall,
-                 candidates: list[Candidate]):
+    def __init__(
+        self, *, principal: Principal, request_id: str, endpoint: str, call: ChatCall, candidates: list[Candidate]
+    ):
         self.principal, self.request_id, self.endpoint = principal, request_id, endpoint
         self.call, self.candidates = call, candidates
         self.started = time.perf_counter()
@@ -55,18 +56,26 @@ class ChatMeter:
         """Hold the worst case against the user's caps (QuotaExceeded if it does not fit)."""
         if self.principal.caps is not None:
             self.reservation = await database_sync_to_async(budget_reserve)(
-                user_id=self.principal.user_id, caps=self.principal.caps,
-                want=worst_case(self.call, self.candidates))
+                user_id=self.principal.user_id, caps=self.principal.caps, want=worst_case(self.call, self.candidates)
+            )
 
-    async def succeeded(self, candidate: Candidate, usage: Usage | None, attempts: list[dict], *,
-                        output_chars: int, status: str = Status.SUCCEEDED, error_code: str = "",
-                        ) -> tuple[Decimal, Usage]:
+    async def succeeded(
+        self,
+        candidate: Candidate,
+        usage: Usage | None,
+        attempts: list[dict],
+        *,
+        output_chars: int,
+        status: str = Status.SUCCEEDED,
+        error_code: str = "",
+    ) -> tuple[Decimal, Usage]:
         """Record what a provider produced; usage it never reported is estimated and marked so.
         Returns the cost and the usage billed (the client is shown the same)."""
         usage = self._or_estimate(usage, output_chars)
         cost = chat_cost(usage, candidate.route.prices)
-        await self._record(status, candidate=candidate, usage=usage, cost=cost, attempts=attempts,
-                           error_code=error_code)
+        await self._record(
+            status, candidate=candidate, usage=usage, cost=cost, attempts=attempts, error_code=error_code
+        )
         return cost, usage
 
     def _or_estimate(self, usage: Usage | None, output_chars: int) -> Usage:
@@ -83,22 +92,41 @@ class ChatMeter:
     async def canceled(self) -> None:
         await self._record(Status.CANCELED, error_code="client_disconnected")
 
-    async def _record(self, status: str, *, candidate: Candidate | None = None, usage: Usage | None = None,
-                      cost: Decimal = Decimal(0), attempts: list[dict] = (), error_code: str = "") -> None:
+    async def _record(
+        self,
+        status: str,
+        *,
+        candidate: Candidate | None = None,
+        usage: Usage | None = None,
+        cost: Decimal = Decimal(0),
+        attempts: list[dict] = (),
+        error_code: str = "",
+    ) -> None:
         if self.recorded:
             return
         self.recorded = True
         route = candidate.route if candidate else (self.candidates[0].route if self.candidates else None)
         usage = usage or Usage()
         event = UsageEvent(
-            request_id=self.request_id, user_id=self.principal.user_id, api_key_id=self.principal.key_id,
-            model=self.call.model, status=status, endpoint=self.endpoint, route=route.name if route else "",
+            request_id=self.request_id,
+            user_id=self.principal.user_id,
+            api_key_id=self.principal.key_id,
+            model=self.call.model,
+            status=status,
+            endpoint=self.endpoint,
+            route=route.name if route else "",
             provider=candidate.provider.name if candidate else "",
             upstream_model=candidate.upstream_model if candidate else "",
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-            cached_input_tokens=usage.cached_input_tokens, reasoning_tokens=usage.reasoning_tokens,
-            usage_estimated=usage.estimated, cost_usd=cost, error_code=error_code, attempts=list(attempts),
-            latency_ms=int((time.perf_counter() - self.started) * 1000))
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            usage_estimated=usage.estimated,
+            cost_usd=cost,
+            error_code=error_code,
+            attempts=list(attempts),
+            latency_ms=int((time.perf_counter() - self.started) * 1000),
+        )
         reservation, self.reservation = self.reservation, None
         try:
             # Shielded: a client leaving while the row is written must not cancel the write.

@@ -21,8 +21,9 @@ class ApiKey(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100, blank=True)
-    prefix = models.CharField(max_length=32, db_index=True, editable=False,
-                              help_text="The first characters of the key, to recognise it.")
+    prefix = models.CharField(
+        max_length=32, db_index=True, editable=False, help_text="The first characters of the key, to recognise it."
+    )
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -58,10 +59,12 @@ class BlockedTerm(models.Model):
     pattern = models.CharField(max_length=500, help_text="A word or phrase, or a Python regular expression.")
     is_regex = models.BooleanField(default=False, help_text="Treat the pattern as a Python regular expression.")
     whole_word = models.BooleanField(
-        default=True, help_text="Match only where the pattern is not part of a longer word ('kill' not in 'skill').")
+        default=True, help_text="Match only where the pattern is not part of a longer word ('kill' not in 'skill')."
+    )
     case_insensitive = models.BooleanField(default=True)
-    category = models.CharField(max_length=100, default="blocklist",
-                                help_text="Reported to the client in the content_policy_violation error.")
+    category = models.CharField(
+        max_length=100, default="blocklist", help_text="Reported to the client in the content_policy_violation error."
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -88,16 +91,18 @@ class ModerationEvent(models.Model):
         REDACTED = "redacted"
 
     request_id = models.CharField(max_length=64, db_index=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                             related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     route = models.CharField(max_length=200, blank=True)
     hook = models.CharField(max_length=200, db_index=True)
     category = models.CharField(max_length=100, db_index=True)
     reason = models.TextField()
     action = models.CharField(max_length=10, choices=Action.choices)
-    param = models.CharField(max_length=100, blank=True,
-                             help_text="Which part of the request, e.g. messages.2.content.")
+    param = models.CharField(
+        max_length=100, blank=True, help_text="Which part of the request, e.g. messages.2.content."
+    )
     prompt = models.TextField(blank=True, help_text="Kept only when MODERATION_STORE_PROMPTS is on.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 

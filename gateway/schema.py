@@ -24,12 +24,32 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
         return build_bearer_security_scheme_object(header_name="Authorization", token_prefix="Bearer")
 
 
-extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {
-    "type": "object", "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}}}}]})(OpenAIContent)
+extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "items": {"type": "object", "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}}},
+            },
+        ]
+    }
+)(OpenAIContent)
 
-ERROR = inline_serializer("Error", {"error": inline_serializer("ErrorBody", {
-    "type": serializers.CharField(), "code": serializers.CharField(), "message": serializers.CharField(),
-    "param": serializers.CharField(allow_null=True)})})
+ERROR = inline_serializer(
+    "Error",
+    {
+        "error": inline_serializer(
+            "ErrorBody",
+            {
+                "type": serializers.CharField(),
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "param": serializers.CharField(allow_null=True),
+            },
+        )
+    },
+)
 ERRORS = {
     400: OpenApiResponse(ERROR, "Bad input (param names the field), or content_policy_violation"),
     401: OpenApiResponse(ERROR, "No or bad API key"),
@@ -44,10 +64,12 @@ ERRORS = {
 
 class ChatCompleteDoc(APIView):
     @extend_schema(
-        operation_id="chat_complete", tags=["chat"], request=ChatCompleteRequest,
+        operation_id="chat_complete",
+        tags=["chat"],
+        request=ChatCompleteRequest,
         summary="Chat completion in Pulse's format; with stream=true, Server-Sent Events",
-        description="Stream events: `event: delta` with `{\"delta\"}`, then `event: done` with id, model, "
-                    "provider, finish_reason, usage and cost_usd, or `event: error` with the error envelope.",
+        description='Stream events: `event: delta` with `{"delta"}`, then `event: done` with id, model, '
+        "provider, finish_reason, usage and cost_usd, or `event: error` with the error envelope.",
         responses={200: ChatCompleteResponse, **ERRORS},
     )
     def post(self, request):  # pragma: no cover - documentation only, served by ChatConsumer
@@ -56,10 +78,12 @@ class ChatCompleteDoc(APIView):
 
 class ChatCompletionsDoc(APIView):
     @extend_schema(
-        operation_id="chat_completions", tags=["chat"], request=ChatCompletionsRequest,
+        operation_id="chat_completions",
+        tags=["chat"],
+        request=ChatCompletionsRequest,
         summary="OpenAI-compatible chat completions (use the official OpenAI SDKs with base_url=<pulse>/v1)",
         description="Answers in the OpenAI `chat.completion` format; with stream=true, `chat.completion.chunk` "
-                    "SSE ending in `data: [DONE]`, with a usage chunk when stream_options.include_usage is set.",
+        "SSE ending in `data: [DONE]`, with a usage chunk when stream_options.include_usage is set.",
         responses={200: OpenApiResponse(description="An OpenAI chat.completion object"), **ERRORS},
     )
     def post(self, request):  # pragma: no cover - documentation only, served by ChatCompletionsConsumer

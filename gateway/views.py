@@ -24,8 +24,10 @@ class PublicView(APIView):
 
 
 class HealthView(PublicView):
-    @extend_schema(summary="Liveness: the process answers",
-                   responses=inline_serializer("Health", {"status": serializers.CharField()}))
+    @extend_schema(
+        summary="Liveness: the process answers",
+        responses=inline_serializer("Health", {"status": serializers.CharField()}),
+    )
     def get(self, request: Request) -> Response:
         return Response({"status": "ok"})
 
@@ -33,18 +35,22 @@ class HealthView(PublicView):
 class ReadyView(PublicView):
     @extend_schema(
         summary="Readiness: database, cache and broker reachable (503 names what is not)",
-        responses=inline_serializer("Ready", {
-            "status": serializers.CharField(),
-            "checks": serializers.DictField(child=serializers.CharField()),
-        }),
+        responses=inline_serializer(
+            "Ready",
+            {
+                "status": serializers.CharField(),
+                "checks": serializers.DictField(child=serializers.CharField()),
+            },
+        ),
     )
     def get(self, request: Request) -> Response:
         checks = readiness()
         failing = {name: result for name, result in checks.items() if result != "ok"}
         if failing:
             detail = "; ".join(f"{name}: {result}" for name, result in failing.items())
-            raise ApiError(f"Not ready: {detail}", status=503, type="api_error", code="not_ready",
-                           extra={"checks": checks})
+            raise ApiError(
+                f"Not ready: {detail}", status=503, type="api_error", code="not_ready", extra={"checks": checks}
+            )
         return Response({"status": "ready", "checks": checks})
 
 
@@ -74,12 +80,24 @@ class ModelSerializer(serializers.Serializer):
 
 
 class ModelListView(APIView):
-    @extend_schema(summary="The models this key may use (OpenAI list format, plus modality and fallbacks)",
-                   responses=inline_serializer("ModelList", {"object": serializers.CharField(),
-                                                             "data": ModelSerializer(many=True)}))
+    @extend_schema(
+        summary="The models this key may use (OpenAI list format, plus modality and fallbacks)",
+        responses=inline_serializer(
+            "ModelList", {"object": serializers.CharField(), "data": ModelSerializer(many=True)}
+        ),
+    )
     def get(self, request: Request) -> Response:
         routes = [r for r in routing_table().routes if r.enabled and r.provider_enabled]
-        data = [{"id": r.name, "object": "model", "created": 0, "owned_by": r.provider.name,
-                 "modality": r.modality, "pattern": r.is_pattern, "fallbacks": list(r.fallbacks)}
-                for r in sorted(routes, key=lambda r: (r.is_pattern, r.name))]
+        data = [
+            {
+                "id": r.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": r.provider.name,
+                "modality": r.modality,
+                "pattern": r.is_pattern,
+                "fallbacks": list(r.fallbacks),
+            }
+            for r in sorted(routes, key=lambda r: (r.is_pattern, r.name))
+        ]
         return Response({"object": "list", "data": data})

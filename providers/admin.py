@@ -6,10 +6,15 @@ from providers.secrets import mask_secret
 
 
 class ProviderForm(forms.ModelForm):
-    base_url = forms.URLField(max_length=500, assume_scheme="https",
-                              help_text=Provider._meta.get_field("base_url").help_text)
-    api_key = forms.CharField(required=False, strip=True, widget=forms.PasswordInput(render_value=False),
-                              help_text="Write-only. Leave blank to keep the current key.")
+    base_url = forms.URLField(
+        max_length=500, assume_scheme="https", help_text=Provider._meta.get_field("base_url").help_text
+    )
+    api_key = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Write-only. Leave blank to keep the current key.",
+    )
 
     class Meta:
         model = Provider
@@ -64,8 +69,18 @@ class RouteFallbackInline(admin.TabularInline):
 
 @admin.register(ModelRoute)
 class ModelRouteAdmin(admin.ModelAdmin):
-    list_display = ("name", "provider", "upstream_model", "modality", "priority", "enabled",
-                    "input_usd_per_mtok", "output_usd_per_mtok", "usd_per_image", "usd_per_video_second")
+    list_display = (
+        "name",
+        "provider",
+        "upstream_model",
+        "modality",
+        "priority",
+        "enabled",
+        "input_usd_per_mtok",
+        "output_usd_per_mtok",
+        "usd_per_image",
+        "usd_per_video_second",
+    )
     list_filter = ("modality", "enabled", "moderation_enabled", "provider")
     list_select_related = ("provider",)
     search_fields = ("name", "upstream_model")

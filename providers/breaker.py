@@ -80,8 +80,11 @@ class CircuitBreaker:
         logger.warning("provider %s failing: skipped for %.0f s", provider, self.cooldown_s)
         if redis is not None:
             async with redis.pipeline(transaction=True) as pipe:
-                await pipe.set(open_key, repr(until), px=int(self.cooldown_s * 1000) + 1000).delete(
-                    failures_key).execute()
+                await (
+                    pipe.set(open_key, repr(until), px=int(self.cooldown_s * 1000) + 1000)
+                    .delete(failures_key)
+                    .execute()
+                )
 
     async def record_success(self, provider: str) -> None:
         # Only a worker that saw failures writes: a healthy provider costs no Redis call.

@@ -18,8 +18,11 @@ class Provider(models.Model):
 
     name = models.SlugField(max_length=50, unique=True)
     kind = models.CharField(max_length=32, choices=Kind.choices)
-    base_url = models.URLField(max_length=500, help_text="As the official SDK's base URL: OpenAI's "
-                               "includes /v1; Anthropic's, Gemini's and Replicate's do not.")
+    base_url = models.URLField(
+        max_length=500,
+        help_text="As the official SDK's base URL: OpenAI's "
+        "includes /v1; Anthropic's, Gemini's and Replicate's do not.",
+    )
     api_key_encrypted = models.TextField(blank=True, editable=False)
     connect_timeout_s = models.FloatField(default=5.0)
     read_timeout_s = models.FloatField(default=120.0, help_text="Longest wait for the next bytes of an answer.")
@@ -49,30 +52,45 @@ class ModelRoute(models.Model):
         IMAGE = "image"
         VIDEO = "video"
 
-    name = models.CharField(max_length=200, unique=True,
-                            help_text="The model name clients send, or a pattern with one '*' (e.g. gpt-*).")
+    name = models.CharField(
+        max_length=200, unique=True, help_text="The model name clients send, or a pattern with one '*' (e.g. gpt-*)."
+    )
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="routes")
     upstream_model = models.CharField(
-        max_length=200, blank=True,
-        help_text="The provider's model name. Blank: the requested name, without a 'provider:' prefix.")
+        max_length=200,
+        blank=True,
+        help_text="The provider's model name. Blank: the requested name, without a 'provider:' prefix.",
+    )
     modality = models.CharField(max_length=10, choices=Modality.choices, default=Modality.CHAT)
     priority = models.IntegerField(default=100, help_text="Among patterns matching a name, lowest first.")
-    fallbacks = models.ManyToManyField("self", through="RouteFallback", symmetrical=False,
-                                       related_name="+", blank=True)
+    fallbacks = models.ManyToManyField("self", through="RouteFallback", symmetrical=False, related_name="+", blank=True)
     default_max_tokens = models.PositiveIntegerField(
-        default=4096, help_text="Used when a request gives no max_tokens (Anthropic requires one).")
+        default=4096, help_text="Used when a request gives no max_tokens (Anthropic requires one)."
+    )
     # Blank means "not priced": such a route refuses requests rather than bill them at $0.
     # A free route (a self-hosted model, say) says so with an explicit 0.
-    input_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True,
-                                             help_text="USD per million input tokens. Blank: not priced.")
-    output_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True,
-                                              help_text="USD per million output tokens. Blank: not priced.")
+    input_usd_per_mtok = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="USD per million input tokens. Blank: not priced.",
+    )
+    output_usd_per_mtok = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="USD per million output tokens. Blank: not priced.",
+    )
     usd_per_image = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     usd_per_video_second = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     moderation_enabled = models.BooleanField(
-        default=True, help_text="Run the moderation hooks on prompts to this route before any provider sees them.")
+        default=True, help_text="Run the moderation hooks on prompts to this route before any provider sees them."
+    )
     fallback_on_refusal = models.BooleanField(
-        default=False, help_text="When the provider refuses on content-policy grounds, try the next candidate.")
+        default=False, help_text="When the provider refuses on content-policy grounds, try the next candidate."
+    )
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -31,8 +31,11 @@ class Prices:
 
     def covers(self, modality: str) -> bool:
         """Whether every price this modality is billed by is set."""
-        needed = {"chat": (self.input_usd_per_mtok, self.output_usd_per_mtok), "image": (self.usd_per_image,),
-                  "video": (self.usd_per_video_second,)}[modality]
+        needed = {
+            "chat": (self.input_usd_per_mtok, self.output_usd_per_mtok),
+            "image": (self.usd_per_image,),
+            "video": (self.usd_per_video_second,),
+        }[modality]
         return all(price is not None for price in needed)
 
 
@@ -84,8 +87,7 @@ class RoutingTable:
         self.routes = list(routes)
         self._exact = {route.name: route for route in self.routes if not route.is_pattern}
         # Among patterns: lowest priority number first, then the most specific (longest literal part).
-        self._patterns = sorted((r for r in self.routes if r.is_pattern),
-                                key=lambda r: (r.priority, -len(r.name)))
+        self._patterns = sorted((r for r in self.routes if r.is_pattern), key=lambda r: (r.priority, -len(r.name)))
 
     def match(self, model: str) -> Route | None:
         return self._exact.get(model) or next((r for r in self._patterns if r.matches(model)), None)
@@ -108,15 +110,25 @@ class RoutingTable:
         return chosen
 
 
-
 def _route_from_row(row: ModelRoute) -> Route:
     p = row.provider
-    provider = ProviderConfig(p.name, p.kind, p.base_url.rstrip("/"), p.api_key, p.connect_timeout_s,
-                              p.read_timeout_s)
+    provider = ProviderConfig(p.name, p.kind, p.base_url.rstrip("/"), p.api_key, p.connect_timeout_s, p.read_timeout_s)
     prices = Prices(row.input_usd_per_mtok, row.output_usd_per_mtok, row.usd_per_image, row.usd_per_video_second)
     fallbacks = tuple(step.fallback.name for step in row.fallback_steps.all())
-    return Route(row.name, provider, p.enabled, row.enabled, row.upstream_model, row.modality, row.priority,
-                 row.default_max_tokens, prices, fallbacks, row.moderation_enabled, row.fallback_on_refusal)
+    return Route(
+        row.name,
+        provider,
+        p.enabled,
+        row.enabled,
+        row.upstream_model,
+        row.modality,
+        row.priority,
+        row.default_max_tokens,
+        prices,
+        fallbacks,
+        row.moderation_enabled,
+        row.fallback_on_refusal,
+    )
 
 
 def load_routing_table() -> RoutingTable:

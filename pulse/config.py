@@ -34,9 +34,7 @@ def database_config(url: str, *, variable: str = "DATABASE_URL") -> dict:
     engine = config.get("ENGINE", "")
     if engine not in SUPPORTED_DATABASE_ENGINES:
         examples = " or ".join(SUPPORTED_DATABASE_ENGINES.values())
-        raise ImproperlyConfigured(
-            f"{variable}={mask_url(url)!r} is not a supported database URL; expected {examples}"
-        )
+        raise ImproperlyConfigured(f"{variable}={mask_url(url)!r} is not a supported database URL; expected {examples}")
     if not config.get("NAME"):
         raise ImproperlyConfigured(f"{variable}={mask_url(url)!r} names no database")
     return config
@@ -46,9 +44,7 @@ def redis_url(url: str, *, variable: str = "REDIS_URL") -> str:
     """The Redis URL itself once checked for a redis:// or rediss:// scheme and a host."""
     parts = urlsplit(url)
     if parts.scheme not in {"redis", "rediss"} or not parts.hostname:
-        raise ImproperlyConfigured(
-            f"{variable}={mask_url(url)!r} is not a Redis URL; expected redis://HOST:PORT/DB"
-        )
+        raise ImproperlyConfigured(f"{variable}={mask_url(url)!r} is not a Redis URL; expected redis://HOST:PORT/DB")
     try:
         parts.port  # noqa: B018 - raises ValueError on a non-numeric port
     except ValueError:

@@ -16,9 +16,7 @@ _current_request_id: ContextVar[str] = ContextVar("pulse_request_id", default="-
 # A client may send its own id; anything that could break a log line or a header is replaced.
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-HTTP_REQUESTS = Counter(
-    "pulse_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
-)
+HTTP_REQUESTS = Counter("pulse_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
 HTTP_LATENCY = Histogram(
     "pulse_http_request_duration_seconds",
     "Time from request to response start",

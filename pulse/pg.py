@@ -24,8 +24,9 @@ def is_postgresql() -> bool:
 async def _open_pool() -> AsyncConnectionPool:
     params = dict(connections["default"].get_connection_params())
     params.pop("cursor_factory", None)  # Django's sync cursor class; the async connection has its own
-    pool = AsyncConnectionPool(kwargs=params, min_size=1, max_size=settings.DATABASE_POOL_SIZE, timeout=5,
-                               open=False, name="pulse-async")
+    pool = AsyncConnectionPool(
+        kwargs=params, min_size=1, max_size=settings.DATABASE_POOL_SIZE, timeout=5, open=False, name="pulse-async"
+    )
     await pool.open()
     return pool
 
@@ -35,8 +36,9 @@ def _failed_or_closed(opening: asyncio.Task) -> bool:
 
 
 # A task, so that concurrent first callers share one pool while it opens.
-_pools: PerLoop[asyncio.Task] = PerLoop(lambda: asyncio.get_running_loop().create_task(_open_pool()),
-                                        stale=_failed_or_closed)
+_pools: PerLoop[asyncio.Task] = PerLoop(
+    lambda: asyncio.get_running_loop().create_task(_open_pool()), stale=_failed_or_closed
+)
 
 
 async def async_pool() -> AsyncConnectionPool | None:

@@ -13,8 +13,12 @@ def _new_client() -> aioredis.Redis:
     # A blocking pool: under a burst, requests wait a moment for a free connection rather than
     # failing with "Too many connections" (the plain pool's behaviour at its limit).
     pool = aioredis.BlockingConnectionPool.from_url(
-        settings.REDIS_URL, max_connections=settings.REDIS_POOL_SIZE, timeout=5,
-        socket_connect_timeout=2, socket_timeout=2)
+        settings.REDIS_URL,
+        max_connections=settings.REDIS_POOL_SIZE,
+        timeout=5,
+        socket_connect_timeout=2,
+        socket_timeout=2,
+    )
     return aioredis.Redis(connection_pool=pool)
 
 

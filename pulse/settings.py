@@ -91,18 +91,18 @@ TEMPLATES = [
 
 # --- Data stores -------------------------------------------------------------
 DATABASES = {
-    "default": config.database_config(
-        env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'pulse.sqlite3'}")
-    )
+    "default": config.database_config(env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'pulse.sqlite3'}"))
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL: readers do not block the writer, and a commit is an append rather than a journal
     # rewrite (the embedded default writes a ledger row per request). IMMEDIATE transactions
     # take the write lock up front, so concurrent writers queue instead of failing "locked".
-    DATABASES["default"].setdefault("OPTIONS", {}).update({
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
-        "transaction_mode": "IMMEDIATE",
-    })
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+            "transaction_mode": "IMMEDIATE",
+        }
+    )
     # Keep the connection: reopening the file (and re-running the PRAGMAs) per ledger write costs
     # milliseconds. PostgreSQL gets its reuse from the connection pool below instead.
     DATABASES["default"]["CONN_MAX_AGE"] = None
@@ -110,10 +110,12 @@ DATABASE_POOL_SIZE = env.int("DATABASE_POOL_SIZE", default=10)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A psycopg connection pool per process: the ledger write on every request must not open a
     # connection each time. Short timeouts so /readyz answers quickly when PostgreSQL is down.
-    DATABASES["default"].setdefault("OPTIONS", {}).update({
-        "connect_timeout": 3,
-        "pool": {"min_size": 1, "max_size": DATABASE_POOL_SIZE, "timeout": 5},
-    })
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "connect_timeout": 3,
+            "pool": {"min_size": 1, "max_size": DATABASE_POOL_SIZE, "timeout": 5},
+        }
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = config.redis_url(env.str("REDIS_URL")) if env.str("REDIS_URL", default="") else ""
@@ -202,9 +204,12 @@ MODERATION_BLOCKLIST = config.comma_list(env.str("MODERATION_BLOCKLIST", default
 # Hooks run in this order on every prompt before any provider call (dotted paths; an
 # operator's own hook is one more path). The OpenAI hook is not on by default: it adds a
 # network call to every request.
-MODERATION_HOOKS = config.comma_list(env.str(
-    "MODERATION_HOOKS",
-    default="gateway.moderation.hooks.blocklist.BlocklistHook,gateway.moderation.hooks.pii.PiiHook"))
+MODERATION_HOOKS = config.comma_list(
+    env.str(
+        "MODERATION_HOOKS",
+        default="gateway.moderation.hooks.blocklist.BlocklistHook,gateway.moderation.hooks.pii.PiiHook",
+    )
+)
 # Keep the blocked (or redacted) text in ModerationEvent rows; off: only who, when and why.
 MODERATION_STORE_PROMPTS = env.bool("MODERATION_STORE_PROMPTS", default=False)
 # Also run the hooks on non-streaming chat answers before they reach the client.
@@ -284,9 +289,7 @@ LOGGING = {
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         }
     },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]}
-    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},

@@ -17,9 +17,15 @@ urlpatterns = [
     path("v1/models", views.ModelListView.as_view(), name="models"),
     path("v1/usage", billing_views.UsageView.as_view(), name="usage"),
     path("v1/usage/export.csv", billing_views.UsageExportView.as_view(), name="usage-export"),
-    path("v1/schema/", SpectacularAPIView.as_view(urlconf="gateway.schema", permission_classes=[],
-                                                  authentication_classes=[]), name="schema"),
-    path("v1/docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[],
-                                                    authentication_classes=[]), name="docs"),
+    path(
+        "v1/schema/",
+        SpectacularAPIView.as_view(urlconf="gateway.schema", permission_classes=[], authentication_classes=[]),
+        name="schema",
+    ),
+    path(
+        "v1/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[], authentication_classes=[]),
+        name="docs",
+    ),
     path("admin/", admin.site.urls),
 ]

@@ -43,8 +43,9 @@ def user(django_user_model):
 
 @pytest.fixture
 def staff_user(django_user_model):
-    return django_user_model.objects.create_user("root-admin", password="correct horse battery staple",
-                                                 is_staff=True, is_superuser=True)
+    return django_user_model.objects.create_user(
+        "root-admin", password="correct horse battery staple", is_staff=True, is_superuser=True
+    )
 
 
 @pytest.fixture
@@ -101,8 +102,7 @@ def fake_providers(fakes, settings, transactional_db):
 
     for fake in fakes.values():
         fake.reset()
-    settings.PROVIDER_ENV = {name: {"api_key": fake.api_key, "base_url": fake.base_url}
-                             for name, fake in fakes.items()}
+    settings.PROVIDER_ENV = {name: {"api_key": fake.api_key, "base_url": fake.base_url} for name, fake in fakes.items()}
     call_command("sync_providers", stdout=open(os.devnull, "w"))
     return fakes
 

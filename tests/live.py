@@ -17,11 +17,13 @@ class LiveGateway:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self._socket = sock
-        config = uvicorn.Config(application, loop="asyncio", http="h11", lifespan="on", log_level="warning",
-                                access_log=False)
+        config = uvicorn.Config(
+            application, loop="asyncio", http="h11", lifespan="on", log_level="warning", access_log=False
+        )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="pulse-live",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, name="pulse-live", daemon=True
+        )
 
     @property
     def url(self) -> str:

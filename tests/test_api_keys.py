@@ -50,11 +50,14 @@ def test_good_key_authenticates_with_bearer_and_x_api_key(api_key, client_for):
     assert client_for(raw_key, header="x-api-key").get("/v1/models").status_code == 200
 
 
-@pytest.mark.parametrize("headers, code", [
-    ({}, "missing_api_key"),
-    ({"HTTP_AUTHORIZATION": "Bearer pulse-not-a-real-key"}, "invalid_api_key"),
-    ({"HTTP_AUTHORIZATION": "Basic YWxpY2U6cHc="}, "missing_api_key"),
-])
+@pytest.mark.parametrize(
+    "headers, code",
+    [
+        ({}, "missing_api_key"),
+        ({"HTTP_AUTHORIZATION": "Bearer pulse-not-a-real-key"}, "invalid_api_key"),
+        ({"HTTP_AUTHORIZATION": "Basic YWxpY2U6cHc="}, "missing_api_key"),
+    ],
+)
 def test_missing_or_bad_key_is_401_envelope(client, headers, code):
     response = client.get("/v1/models", **headers)
 
@@ -97,8 +100,7 @@ def test_revocation_reaches_another_worker_within_its_local_cache_interval(
     assert client.get("/v1/models").status_code == 401
 
 
-def test_deactivating_the_owner_disables_their_keys(api_key, client_for, user,
-                                                    django_capture_on_commit_callbacks):
+def test_deactivating_the_owner_disables_their_keys(api_key, client_for, user, django_capture_on_commit_callbacks):
     client = client_for(api_key[1])
     assert client.get("/v1/models").status_code == 200
     with django_capture_on_commit_callbacks(execute=True):

@@ -32,8 +32,16 @@ def test_changelist_loads_with_filters_search_and_date_hierarchy(admin_client, u
     ledger_row(user, at("2025-03-05T10:00:00"), request_id="req_other_status")
     ledger_row(user, at("2024-03-05T10:00:00"), request_id="req_other_year", status=UsageRecord.Status.FAILED)
 
-    page = admin_client.get(CHANGELIST, {"status__exact": "failed", "modality__exact": "chat",
-                                         "provider": "openai", "created_at__year": "2025", "q": "alice"})
+    page = admin_client.get(
+        CHANGELIST,
+        {
+            "status__exact": "failed",
+            "modality__exact": "chat",
+            "provider": "openai",
+            "created_at__year": "2025",
+            "q": "alice",
+        },
+    )
     html = page.content.decode()
 
     assert page.status_code == 200
@@ -99,20 +107,35 @@ def test_budget_periods_are_read_only_in_the_admin(admin_client, user):
 
 def test_user_limits_are_edited_on_their_own_page_and_on_the_user_page(admin_client, user):
     autocomplete = admin_client.get("/admin/billing/userlimits/add/").content.decode()
-    response = admin_client.post(f"/admin/auth/user/{user.pk}/change/", {
-        "username": user.username, "password": user.password, "is_active": "on",
-        "date_joined_0": "2025-01-01", "date_joined_1": "00:00:00", "initial-date_joined_0": "2025-01-01",
-        "initial-date_joined_1": "00:00:00",
-        "limits-TOTAL_FORMS": "1", "limits-INITIAL_FORMS": "0", "limits-MIN_NUM_FORMS": "0",
-        "limits-MAX_NUM_FORMS": "1", "limits-0-rate_limit_requests": "5", "limits-0-rate_limit_window_s": "60",
-        "limits-0-monthly_spend_cap_usd": "12.5", "limits-0-user": str(user.pk),
-    })
+    response = admin_client.post(
+        f"/admin/auth/user/{user.pk}/change/",
+        {
+            "username": user.username,
+            "password": user.password,
+            "is_active": "on",
+            "date_joined_0": "2025-01-01",
+            "date_joined_1": "00:00:00",
+            "initial-date_joined_0": "2025-01-01",
+            "initial-date_joined_1": "00:00:00",
+            "limits-TOTAL_FORMS": "1",
+            "limits-INITIAL_FORMS": "0",
+            "limits-MIN_NUM_FORMS": "0",
+            "limits-MAX_NUM_FORMS": "1",
+            "limits-0-rate_limit_requests": "5",
+            "limits-0-rate_limit_window_s": "60",
+            "limits-0-monthly_spend_cap_usd": "12.5",
+            "limits-0-user": str(user.pk),
+        },
+    )
 
     assert "admin-autocomplete" in autocomplete
     assert response.status_code == 302, response.content.decode()[:2000]
     limits = UserLimits.objects.get(user=user)
     assert (limits.rate_limit_requests, limits.rate_limit_window_s, str(limits.monthly_spend_cap_usd)) == (
-        5, 60, "12.5000")
+        5,
+        60,
+        "12.5000",
+    )
 
 
 def test_changelist_and_billing_index_link_to_the_dashboard(admin_client):
@@ -125,8 +148,14 @@ def recent_usage(user, staff_user, django_user_model):
     bob = django_user_model.objects.create_user("bob")
     now = timezone.now()
     ledger_row(user, now, model="gpt-4o", provider="openai", cost="1.5", input_tokens=1000, output_tokens=200)
-    ledger_row(user, now - dt.timedelta(days=1), model="gpt-4o", provider="openai", cost="0.5",
-               status=UsageRecord.Status.FAILED)
+    ledger_row(
+        user,
+        now - dt.timedelta(days=1),
+        model="gpt-4o",
+        provider="openai",
+        cost="0.5",
+        status=UsageRecord.Status.FAILED,
+    )
     ledger_row(bob, now - dt.timedelta(days=3), model="claude-sonnet-4", provider="anthropic", cost="3")
     ledger_row(staff_user, now - dt.timedelta(days=45), model="old-model", provider="old-provider", cost="9")
 
@@ -138,8 +167,18 @@ def test_dashboard_draws_svg_charts_of_the_last_30_days(admin_client, recent_usa
     assert page.status_code == 200
     assert html.count("<svg viewBox") == 7  # 4 per-day charts, provider, model, users
     assert html.count('<rect class="bar"') >= 4 * 30
-    for expected in ("Requests per day", "Tokens per day", "Spend per day", "Error rate per day", "anthropic",
-                     "claude-sonnet-4", "Top 10 users by spend", "bob", "$5.00", "33.3%"):
+    for expected in (
+        "Requests per day",
+        "Tokens per day",
+        "Spend per day",
+        "Error rate per day",
+        "anthropic",
+        "claude-sonnet-4",
+        "Top 10 users by spend",
+        "bob",
+        "$5.00",
+        "33.3%",
+    ):
         assert expected in html, expected
     assert "old-model" not in html  # 45 days ago: outside the default range
 

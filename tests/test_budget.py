@@ -57,10 +57,23 @@ def test_token_cap_alone_refuses(user):
 
 @pytest.mark.django_db
 def test_a_cap_set_mid_month_counts_what_was_already_spent(user):
-    UsageRecord.objects.create(request_id="earlier", user=user, model="gpt-4o", status="succeeded",
-                               cost_usd=Decimal("0.9"), input_tokens=10, output_tokens=5)
-    UsageRecord.objects.create(request_id="last-month", user=user, model="gpt-4o", status="succeeded",
-                               cost_usd=Decimal("50"), created_at=timezone.now() - timedelta(days=40))
+    UsageRecord.objects.create(
+        request_id="earlier",
+        user=user,
+        model="gpt-4o",
+        status="succeeded",
+        cost_usd=Decimal("0.9"),
+        input_tokens=10,
+        output_tokens=5,
+    )
+    UsageRecord.objects.create(
+        request_id="last-month",
+        user=user,
+        model="gpt-4o",
+        status="succeeded",
+        cost_usd=Decimal("50"),
+        created_at=timezone.now() - timedelta(days=40),
+    )
 
     with pytest.raises(QuotaExceeded):
         budget_reserve(user_id=user.pk, caps=Caps(spend_usd=Decimal("1")), want=Amounts(Decimal("0.2"), 1))
@@ -84,8 +97,15 @@ def test_recording_the_same_request_twice_writes_and_settles_once(user):
     from billing.ledger import UsageEvent, ledger_record_usage
 
     caps = Caps(spend_usd=Decimal("10"))
-    event = UsageEvent(request_id="req_once", user_id=user.pk, api_key_id=None, model="gpt-4o",
-                       status="succeeded", cost_usd=Decimal("1.5"), input_tokens=3)
+    event = UsageEvent(
+        request_id="req_once",
+        user_id=user.pk,
+        api_key_id=None,
+        model="gpt-4o",
+        status="succeeded",
+        cost_usd=Decimal("1.5"),
+        input_tokens=3,
+    )
     first_hold = budget_reserve(user_id=user.pk, caps=caps, want=Amounts(Decimal("2"), 10))
     second_hold = budget_reserve(user_id=user.pk, caps=caps, want=Amounts(Decimal("2"), 10))
 
@@ -105,8 +125,15 @@ def test_the_event_loop_ledger_write_records_once(user):
     from billing.ledger import UsageEvent, aledger_record_usage
     from pulse.pg import close_async_pool
 
-    event = UsageEvent(request_id="req_async", user_id=user.pk, api_key_id=None, model="gpt-4o",
-                       status="succeeded", cost_usd=Decimal("0.00000123"), attempts=[{"provider": "openai"}])
+    event = UsageEvent(
+        request_id="req_async",
+        user_id=user.pk,
+        api_key_id=None,
+        model="gpt-4o",
+        status="succeeded",
+        cost_usd=Decimal("0.00000123"),
+        attempts=[{"provider": "openai"}],
+    )
 
     async def write_twice():
         await aledger_record_usage(event)
@@ -134,8 +161,9 @@ def test_caps_set_again_recount_what_was_spent_while_uncapped(user, django_captu
     with django_capture_on_commit_callbacks(execute=True):
         limits.monthly_spend_cap_usd = None
         limits.save()
-    UsageRecord.objects.create(request_id="while-uncapped", user=user, model="gpt-4o", status="succeeded",
-                               cost_usd=Decimal("0.95"))
+    UsageRecord.objects.create(
+        request_id="while-uncapped", user=user, model="gpt-4o", status="succeeded", cost_usd=Decimal("0.95")
+    )
     with django_capture_on_commit_callbacks(execute=True):
         limits.monthly_spend_cap_usd = Decimal("1")
         limits.save()

@@ -97,7 +97,8 @@ def test_official_openai_sdk_non_streaming(gateway, live_key, fake_providers):
     fake_providers["anthropic"].reply("Bonjour", input_tokens=5, output_tokens=1)
 
     completion = openai_client(gateway, live_key).chat.completions.create(
-        model="claude-sonnet-4-5", messages=MESSAGES, max_tokens=20, temperature=0.5)
+        model="claude-sonnet-4-5", messages=MESSAGES, max_tokens=20, temperature=0.5
+    )
 
     assert completion.object == "chat.completion"
     assert completion.model == "claude-sonnet-4-5"
@@ -110,8 +111,11 @@ def test_official_openai_sdk_non_streaming(gateway, live_key, fake_providers):
 def test_official_openai_sdk_streaming_with_usage(gateway, live_key, fake_providers):
     fake_providers["gemini"].reply("streamed words here", input_tokens=9, output_tokens=3)
 
-    chunks = list(openai_client(gateway, live_key).chat.completions.create(
-        model="gemini-2.5-flash", messages=MESSAGES, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        openai_client(gateway, live_key).chat.completions.create(
+            model="gemini-2.5-flash", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
 
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "streamed words here"
@@ -121,8 +125,9 @@ def test_official_openai_sdk_streaming_with_usage(gateway, live_key, fake_provid
 
 
 def test_official_openai_sdk_streaming_without_usage_gets_none(gateway, live_key, fake_providers):
-    chunks = list(openai_client(gateway, live_key).chat.completions.create(
-        model="gpt-4o", messages=MESSAGES, stream=True))
+    chunks = list(
+        openai_client(gateway, live_key).chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    )
     assert all(getattr(c, "usage", None) is None for c in chunks)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello from fake openai"
 

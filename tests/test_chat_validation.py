@@ -8,21 +8,32 @@ from tests.test_chat_endpoints import MESSAGES, post
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.mark.parametrize("body, status, code, param", [
-    ({"model": "nope-1", "messages": MESSAGES}, 404, "model_not_found", "model"),
-    ({"messages": MESSAGES}, 400, "invalid_value", "model"),
-    ({"model": "gpt-4o", "messages": []}, 400, "invalid_value", "messages"),
-    ({"model": "gpt-4o", "messages": [{"role": "wizard", "content": "hi"}]}, 400, "invalid_value",
-     "messages.0.role"),
-    ({"model": "gpt-4o", "messages": [{"role": "user"}]}, 400, "invalid_value", "messages.0.content"),
-    ({"model": "gpt-4o", "messages": [{"role": "system", "content": "only system"}]}, 400, "invalid_value",
-     "messages"),
-    ({"model": "gpt-4o", "messages": MESSAGES, "temperature": "hot"}, 400, "invalid_value", "temperature"),
-    ({"model": "gpt-4o", "messages": MESSAGES, "temperature": 3}, 400, "invalid_value", "temperature"),
-    ({"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 0}, 400, "invalid_value", "max_tokens"),
-    ({"model": "gpt-4o", "messages": MESSAGES, "fallbacks": ["unknown-x"]}, 400, "model_not_found", "fallbacks.0"),
-    ({"model": "nano-banana", "messages": MESSAGES}, 400, "wrong_modality", "model"),
-])
+@pytest.mark.parametrize(
+    "body, status, code, param",
+    [
+        ({"model": "nope-1", "messages": MESSAGES}, 404, "model_not_found", "model"),
+        ({"messages": MESSAGES}, 400, "invalid_value", "model"),
+        ({"model": "gpt-4o", "messages": []}, 400, "invalid_value", "messages"),
+        (
+            {"model": "gpt-4o", "messages": [{"role": "wizard", "content": "hi"}]},
+            400,
+            "invalid_value",
+            "messages.0.role",
+        ),
+        ({"model": "gpt-4o", "messages": [{"role": "user"}]}, 400, "invalid_value", "messages.0.content"),
+        (
+            {"model": "gpt-4o", "messages": [{"role": "system", "content": "only system"}]},
+            400,
+            "invalid_value",
+            "messages",
+        ),
+        ({"model": "gpt-4o", "messages": MESSAGES, "temperature": "hot"}, 400, "invalid_value", "temperature"),
+        ({"model": "gpt-4o", "messages": MESSAGES, "temperature": 3}, 400, "invalid_value", "temperature"),
+        ({"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 0}, 400, "invalid_value", "max_tokens"),
+        ({"model": "gpt-4o", "messages": MESSAGES, "fallbacks": ["unknown-x"]}, 400, "model_not_found", "fallbacks.0"),
+        ({"model": "nano-banana", "messages": MESSAGES}, 400, "wrong_modality", "model"),
+    ],
+)
 def test_bad_chat_complete_requests(gateway, live_key, fake_providers, body, status, code, param):
     response = post(gateway, live_key, body)
 
@@ -32,13 +43,18 @@ def test_bad_chat_complete_requests(gateway, live_key, fake_providers, body, sta
     assert sum(fake.calls for fake in fake_providers.values()) == 0
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"model": "gpt-4o", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-     "messages.0.content"),
-    ({"model": "gpt-4o", "messages": MESSAGES, "tools": [{"type": "function"}]}, "tools"),
-    ({"model": "gpt-4o", "messages": MESSAGES, "n": 2}, "n"),
-    ({"model": "gpt-4o", "messages": MESSAGES, "stop": [1, 2]}, "stop"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        (
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            "messages.0.content",
+        ),
+        ({"model": "gpt-4o", "messages": MESSAGES, "tools": [{"type": "function"}]}, "tools"),
+        ({"model": "gpt-4o", "messages": MESSAGES, "n": 2}, "n"),
+        ({"model": "gpt-4o", "messages": MESSAGES, "stop": [1, 2]}, "stop"),
+    ],
+)
 def test_bad_chat_completions_requests(gateway, live_key, fake_providers, body, param):
     response = post(gateway, live_key, body, path="/v1/chat/completions")
 
@@ -47,8 +63,10 @@ def test_bad_chat_completions_requests(gateway, live_key, fake_providers, body, 
 
 
 def test_openai_text_parts_are_accepted(gateway, live_key, fake_providers):
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi "},
-                                                                         {"type": "text", "text": "there"}]}]}
+    body = {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}]}],
+    }
     response = post(gateway, live_key, body, path="/v1/chat/completions")
 
     assert response.status_code == 200
@@ -69,7 +87,8 @@ def test_transport_level_errors(gateway, live_key, fake_providers, path, setting
     assert form.status_code == 415
     get = httpx.get(url, headers=auth)
     assert get.status_code == 405 and get.json()["error"]["code"] == "method_not_allowed"
-    huge = httpx.post(url, content=b"x" * (settings.MAX_REQUEST_BODY_BYTES + 1),
-                      headers={**auth, "Content-Type": "application/json"})
+    huge = httpx.post(
+        url, content=b"x" * (settings.MAX_REQUEST_BODY_BYTES + 1), headers={**auth, "Content-Type": "application/json"}
+    )
     assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_too_large"
     assert all(r.headers["X-Request-Id"] for r in (missing, bad, malformed, form, get, huge))

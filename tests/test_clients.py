@@ -71,15 +71,11 @@ class Protocol:
 
 
 PROTOCOLS = {
-    "openai": Protocol(
-        "oai", "gpt-4o-mini", "content_filter", 503, "Bad request.", {"retry-after-ms": "1500"}, 1.5
-    ),
+    "openai": Protocol("oai", "gpt-4o-mini", "content_filter", 503, "Bad request.", {"retry-after-ms": "1500"}, 1.5),
     # Anthropic's fake sends retry-after: 1 with every 429.
     "anthropic": Protocol("ant", "claude-sonnet-4-5", "refusal", 529, "Invalid request.", None, 1.0),
     # Gemini has no rate-limit headers: the fake's 429 body holds RetryInfo.retryDelay "1s".
-    "gemini": Protocol(
-        "gem", "gemini-2.5-flash", "SAFETY", 503, "Request contains an invalid argument.", None, 1.0
-    ),
+    "gemini": Protocol("gem", "gemini-2.5-flash", "SAFETY", 503, "Request contains an invalid argument.", None, 1.0),
 }
 
 

@@ -5,6 +5,7 @@ from django.test import Client
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.error_urls")]
 
+
 def error_of(response) -> dict:
     assert response["Content-Type"].startswith("application/json"), response.content[:200]
     body = response.json()
@@ -18,8 +19,11 @@ def post_json(client, url, payload, **extra):
 
 
 def test_validation_error_names_the_nested_param(client):
-    response = post_json(client, "/t/echo", {"model": "m", "messages": [{"role": "user", "content": "hi"},
-                                                                        {"role": "wizard", "content": "x"}]})
+    response = post_json(
+        client,
+        "/t/echo",
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}, {"role": "wizard", "content": "x"}]},
+    )
     error = error_of(response)
     assert response.status_code == 400
     assert error["code"] == "invalid_value"

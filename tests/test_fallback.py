@@ -165,8 +165,10 @@ def test_disabling_a_provider_takes_effect_without_restart(gateway, live_key, ch
     assert ask(gateway, live_key).json()["provider"] == "openai"
     admin = django_user_model.objects.create_superuser("ops", password="pw-ops-123456")
     client.force_login(admin)
-    client.post("/admin/providers/provider/", {"action": "disable_providers",
-                                               "_selected_action": [Provider.objects.get(name="openai").pk]})
+    client.post(
+        "/admin/providers/provider/",
+        {"action": "disable_providers", "_selected_action": [Provider.objects.get(name="openai").pk]},
+    )
 
     assert ask(gateway, live_key).json()["provider"] == "anthropic"
 
@@ -191,9 +193,10 @@ def test_pattern_routes_are_refused_until_an_admin_prices_them(gateway, live_key
 
 
 def test_an_unpriced_fallback_is_skipped(gateway, live_key, fake_providers):
-    RouteFallback.objects.create(route=ModelRoute.objects.get(name="gpt-4o"),
-                                 fallback=ModelRoute.objects.create(name="free-for-all", provider_id=Provider.objects
-                                                                    .get(name="anthropic").pk))
+    RouteFallback.objects.create(
+        route=ModelRoute.objects.get(name="gpt-4o"),
+        fallback=ModelRoute.objects.create(name="free-for-all", provider_id=Provider.objects.get(name="anthropic").pk),
+    )
     fake_providers["openai"].fail(503)
 
     response = ask(gateway, live_key)

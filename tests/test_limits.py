@@ -40,8 +40,12 @@ def test_decision_headers_say_when_a_slot_frees():
     now[0] = 130.2
     decision = log.acquire("u", 1, 60)
     assert not decision.allowed
-    assert decision.headers() == {"X-RateLimit-Limit": "1", "X-RateLimit-Remaining": "0",
-                                  "X-RateLimit-Reset": "30", "Retry-After": "30"}
+    assert decision.headers() == {
+        "X-RateLimit-Limit": "1",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": "30",
+        "Retry-After": "30",
+    }
 
 
 async def test_redis_sliding_log_matches_at_the_boundary(settings):
@@ -50,8 +54,10 @@ async def test_redis_sliding_log_matches_at_the_boundary(settings):
     client = redis.asyncio.Redis.from_url(REDIS_URL)
     await client.delete("pulse:ratelimit:boundary")
     second = 1_000_000
-    allowed = [(await limiter.acquire("boundary", 3, 10, now_us=int(t * second))).allowed
-               for t in (9.0, 9.5, 9.9, 10.1, 18.9, 19.0, 19.01)]
+    allowed = [
+        (await limiter.acquire("boundary", 3, 10, now_us=int(t * second))).allowed
+        for t in (9.0, 9.5, 9.9, 10.1, 18.9, 19.0, 19.01)
+    ]
     assert allowed == [True, True, True, False, False, True, False]
     await client.aclose()
 
@@ -75,34 +81,59 @@ def test_rate_limited_requests_get_429_with_headers_on_chat_and_drf(gateway, liv
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_per_user_limit_set_in_the_admin_applies_at_once(gateway, live_key, fake_providers, django_user_model,
-                                                             settings):
+def test_a_per_user_limit_set_in_the_admin_applies_at_once(
+    gateway, live_key, fake_providers, django_user_model, settings
+):
     settings.RATE_LIMIT = (100, 60.0)
-    UserLimits.objects.create(user=django_user_model.objects.get(username="live-user"), rate_limit_requests=1,
-                              rate_limit_window_s=30)
+    UserLimits.objects.create(
+        user=django_user_model.objects.get(username="live-user"), rate_limit_requests=1, rate_limit_window_s=30
+    )
     assert post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES}).status_code == 200
     refused = post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES})
     assert refused.status_code == 429 and refused.headers["X-RateLimit-Limit"] == "1"
 
 
 def _manage(env, *args) -> str:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def test_two_gateway_processes_share_one_limit_through_redis():
     redis.Redis.from_url(REDIS_URL).flushdb()
     var_dir = tempfile.mkdtemp(prefix="pulse-two-workers-")
-    env = {**os.environ, "PULSE_VAR_DIR": var_dir, "REDIS_URL": REDIS_URL, "RATE_LIMIT": "5/60s",
-           "DATABASE_URL": f"sqlite:///{var_dir}/db.sqlite3", "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "PULSE_VAR_DIR": var_dir,
+        "REDIS_URL": REDIS_URL,
+        "RATE_LIMIT": "5/60s",
+        "DATABASE_URL": f"sqlite:///{var_dir}/db.sqlite3",
+        "LOG_LEVEL": "WARNING",
+    }
     _manage(env, "migrate", "--noinput", "-v", "0")
     key = _manage(env, "create_api_key", "shared").strip().splitlines()[-1]
     servers = []
     try:
         for port in (_free_port(), _free_port()):
-            servers.append((port, subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "pulse.asgi:application", "--port", str(port),
-                 "--log-level", "warning"], cwd=ROOT, env=env)))
+            servers.append(
+                (
+                    port,
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "uvicorn",
+                            "pulse.asgi:application",
+                            "--port",
+                            str(port),
+                            "--log-level",
+                            "warning",
+                        ],
+                        cwd=ROOT,
+                        env=env,
+                    ),
+                )
+            )
         statuses = asyncio.run(_alternate([port for port, _ in servers], key, 10))
     finally:
         for _, server in servers:
@@ -128,14 +159,17 @@ async def _alternate(ports: list[int], key: str, count: int) -> list[int]:
                     break
                 except httpx.TransportError:
                     await asyncio.sleep(0.05)
-        responses = [await client.get(f"http://127.0.0.1:{ports[i % 2]}/v1/models",
-                                      headers={"Authorization": f"Bearer {key}"}) for i in range(count)]
+        responses = [
+            await client.get(f"http://127.0.0.1:{ports[i % 2]}/v1/models", headers={"Authorization": f"Bearer {key}"})
+            for i in range(count)
+        ]
     return [r.status_code for r in responses]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_fifty_concurrent_requests_never_overspend_a_budget_with_room_for_ten(gateway, live_key, fake_providers,
-                                                                              django_user_model):
+def test_fifty_concurrent_requests_never_overspend_a_budget_with_room_for_ten(
+    gateway, live_key, fake_providers, django_user_model
+):
     route = ModelRoute.objects.get(name="gpt-4o")
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 92}], "max_tokens": 100}
     # Worst case per request: (92 chars + 16 framing) input and 100 output tokens = 208 tokens.
@@ -147,8 +181,7 @@ def test_fifty_concurrent_requests_never_overspend_a_budget_with_room_for_ten(ga
 
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=10, headers={"Authorization": f"Bearer {live_key}"}) as client:
-            return await asyncio.gather(*(client.post(gateway + "/v1/chat/complete", json=body)
-                                          for _ in range(50)))
+            return await asyncio.gather(*(client.post(gateway + "/v1/chat/complete", json=body) for _ in range(50)))
 
     responses = asyncio.run(fire())
 

@@ -25,17 +25,21 @@ def test_a_successful_call_writes_exactly_one_priced_row(gateway, live_key, fake
 
     [row] = rows()
     assert row.request_id == body["id"]
-    assert (row.status, row.provider, row.model, row.upstream_model) == ("succeeded", "anthropic",
-                                                                         "claude-sonnet-4-5", "claude-sonnet-4-5")
+    assert (row.status, row.provider, row.model, row.upstream_model) == (
+        "succeeded",
+        "anthropic",
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5",
+    )
     assert (row.input_tokens, row.output_tokens) == (1000, 2000)
     assert row.cost_usd == Decimal("0.033") == Decimal(body["cost_usd"])  # 1000 * $3/M + 2000 * $15/M
     assert row.user.username == "live-user" and row.api_key is not None and row.latency_ms >= 0
 
 
-def test_fallback_records_one_row_for_the_provider_that_answered_with_what_was_tried(gateway, live_key,
-                                                                                   fake_providers):
-    RouteFallback.objects.create(route=ModelRoute.objects.get(name="gpt-4o"),
-                                 fallback=ModelRoute.objects.get(name="gemini-2.5-flash"))
+def test_fallback_records_one_row_for_the_provider_that_answered_with_what_was_tried(gateway, live_key, fake_providers):
+    RouteFallback.objects.create(
+        route=ModelRoute.objects.get(name="gpt-4o"), fallback=ModelRoute.objects.get(name="gemini-2.5-flash")
+    )
     fake_providers["openai"].fail(503)
 
     post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES})
@@ -99,8 +103,13 @@ def test_a_client_disconnecting_midway_is_metered_as_canceled(gateway, live_key,
     fake_providers["openai"].reply("one two three four five six")
     fake_providers["openai"].stall_stream(after_chunks=2, seconds=2.0)
 
-    with httpx.stream("POST", gateway + "/v1/chat/complete", headers={"Authorization": f"Bearer {live_key}"},
-                      json={"model": "gpt-4o", "messages": MESSAGES, "stream": True}, timeout=5) as response:
+    with httpx.stream(
+        "POST",
+        gateway + "/v1/chat/complete",
+        headers={"Authorization": f"Bearer {live_key}"},
+        json={"model": "gpt-4o", "messages": MESSAGES, "stream": True},
+        timeout=5,
+    ) as response:
         for line in response.iter_lines():
             if line.startswith("data:") and "two" in line:
                 break  # leave after the second delta, while the provider is stalled
@@ -120,9 +129,20 @@ def test_requests_without_a_route_or_over_the_rate_limit_write_no_row(gateway, l
 
 
 def test_a_provider_that_reports_no_usage_is_billed_on_an_estimate(gateway, live_key, fake_providers):
-    completion = {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-4o",
-                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * 400},
-                               "logprobs": None, "finish_reason": "stop"}]}
+    completion = {
+        "id": "chatcmpl-x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "x" * 400},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+    }
     fake_providers["openai"].fail(200, body=completion)  # a 200 without "usage", as some compatible servers send
 
     body = post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES}).json()

@@ -151,16 +151,19 @@ def test_case_sensitive_term_matches_only_its_own_case():
     assert blocked_by(blocklist, "this is nsfw") is None
 
 
-@pytest.mark.parametrize("text", [
-    "ｋｉｌｌ them",  # full-width letters
-    "KＩLL them",  # mixed widths and case
-    "k\u200bill them",  # zero-width space inside the word
-    "ki\u00adll them",  # soft hyphen
-    "k\u200di\u2060l\ufeffl them",  # joiner, word joiner, BOM
-    "k.i.l.l them",  # spelled out
-    "k i l l them",
-    "K - I - L - L them",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ｋｉｌｌ them",  # full-width letters
+        "KＩLL them",  # mixed widths and case
+        "k\u200bill them",  # zero-width space inside the word
+        "ki\u00adll them",  # soft hyphen
+        "k\u200di\u2060l\ufeffl them",  # joiner, word joiner, BOM
+        "k.i.l.l them",  # spelled out
+        "k i l l them",
+        "K - I - L - L them",
+    ],
+)
 def test_evasions_of_a_whole_word_term_are_caught(text):
     assert blocked_by(CompiledBlocklist([term("kill")]), text) == "kill"
 
@@ -180,9 +183,13 @@ def test_full_width_pattern_in_the_admin_matches_plain_text():
 
 
 def test_regex_terms_honour_whole_word_and_case():
-    blocklist = CompiledBlocklist([term(r"bomb(s|ing)?", is_regex=True, id=1),
-                                   term(r"[A-Z]{3}-\d{4}", is_regex=True, case_insensitive=False, id=2),
-                                   term(r"de\S?ath", is_regex=True, whole_word=False, id=3)])
+    blocklist = CompiledBlocklist(
+        [
+            term(r"bomb(s|ing)?", is_regex=True, id=1),
+            term(r"[A-Z]{3}-\d{4}", is_regex=True, case_insensitive=False, id=2),
+            term(r"de\S?ath", is_regex=True, whole_word=False, id=3),
+        ]
+    )
     assert blocked_by(blocklist, "the BOMBING of") == r"bomb(s|ing)?"
     assert blocked_by(blocklist, "a bombastic talk") is None
     assert blocked_by(blocklist, "code ABC-1234") == r"[A-Z]{3}-\d{4}"
@@ -196,8 +203,9 @@ def test_verdict_names_the_terms_category_and_the_term():
     assert "#7" in verdict.reason and "'kill'" in verdict.reason
 
 
-@pytest.mark.parametrize("pattern, is_regex", [("\u200b", False), ("   ", False), ("(unclosed", True),
-                                               ("a(?i)b", True)])
+@pytest.mark.parametrize(
+    "pattern, is_regex", [("\u200b", False), ("   ", False), ("(unclosed", True), ("a(?i)b", True)]
+)
 def test_admin_rejects_unusable_patterns(pattern, is_regex):
     with pytest.raises(ValidationError) as caught:
         BlockedTerm(pattern=pattern, is_regex=is_regex).clean()
@@ -254,17 +262,27 @@ def test_environment_terms_are_seeded_once_and_admin_edits_win(settings):
 @pytest.mark.django_db
 def test_the_admin_refuses_a_broken_regex(client, staff_user):
     client.force_login(staff_user)
-    response = client.post("/admin/gateway/blockedterm/add/", {"pattern": "(unclosed", "is_regex": "on",
-                                                               "category": "custom", "enabled": "on"})
+    response = client.post(
+        "/admin/gateway/blockedterm/add/",
+        {"pattern": "(unclosed", "is_regex": "on", "category": "custom", "enabled": "on"},
+    )
     assert response.status_code == 200 and "Not a valid regular expression" in response.content.decode()
     assert not BlockedTerm.objects.exists()
 
 
 @pytest.mark.django_db
 def test_moderation_events_are_listed_read_only_with_their_reason(client, staff_user, api_key):
-    ModerationEvent.objects.create(request_id="req-9", user=api_key[0].user, api_key=api_key[0], route="gpt-4o",
-                                   hook="blocklist", category="violence", reason="matched blocked term #3 'kill'",
-                                   action="blocked", param="messages.1.content")
+    ModerationEvent.objects.create(
+        request_id="req-9",
+        user=api_key[0].user,
+        api_key=api_key[0],
+        route="gpt-4o",
+        hook="blocklist",
+        category="violence",
+        reason="matched blocked term #3 'kill'",
+        action="blocked",
+        param="messages.1.content",
+    )
     client.force_login(staff_user)
 
     listing = client.get("/admin/gateway/moderationevent/", {"category": "violence", "hook": "blocklist"})
@@ -280,29 +298,35 @@ def test_moderation_events_are_listed_read_only_with_their_reason(client, staff_
 
 
 # --- PII ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, redacted", [
-    ("write to alice.smith+tag@example.co.uk today", "write to [EMAIL] today"),
-    ("card 4111 1111 1111 1111 exp 12/29", "card [CARD] exp 12/29"),
-    ("amex 378282246310005", "amex [CARD]"),
-    ("call +1 415-555-2671 or (415) 555-2671", "call [PHONE] or [PHONE]"),
-    ("uk: 020 7946 0958, intl +442079460958", "uk: [PHONE], intl [PHONE]"),
-    ("me@x.io, 415.555.2671", "[EMAIL], [PHONE]"),
-])
+@pytest.mark.parametrize(
+    "text, redacted",
+    [
+        ("write to alice.smith+tag@example.co.uk today", "write to [EMAIL] today"),
+        ("card 4111 1111 1111 1111 exp 12/29", "card [CARD] exp 12/29"),
+        ("amex 378282246310005", "amex [CARD]"),
+        ("call +1 415-555-2671 or (415) 555-2671", "call [PHONE] or [PHONE]"),
+        ("uk: 020 7946 0958, intl +442079460958", "uk: [PHONE], intl [PHONE]"),
+        ("me@x.io, 415.555.2671", "[EMAIL], [PHONE]"),
+    ],
+)
 async def test_pii_is_redacted(text, redacted):
     verdict = await PiiHook().check(text)
     assert (verdict.action, verdict.text, verdict.category) == ("redact", redacted, "pii")
 
 
-@pytest.mark.parametrize("text", [
-    "card 4111 1111 1111 1112",  # fails the Luhn check
-    "at 1700000000000 ms",  # a timestamp, not a card
-    "scores 10 20 30 40 50",
-    "on 2024-01-15 1030",
-    "host 192.168.100.200",
-    "order 123456789012",
-    "pi is 3.14159 2.71828",
-    "user@localhost",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 4111 1111 1111 1112",  # fails the Luhn check
+        "at 1700000000000 ms",  # a timestamp, not a card
+        "scores 10 20 30 40 50",
+        "on 2024-01-15 1030",
+        "host 192.168.100.200",
+        "order 123456789012",
+        "pi is 3.14159 2.71828",
+        "user@localhost",
+    ],
+)
 async def test_ordinary_numbers_and_addresses_are_left_alone(text):
     assert await PiiHook().check(text) == ALLOWED
 
@@ -411,8 +435,9 @@ async def test_no_enabled_openai_provider_fails_closed(openai_mod):
 
 async def test_the_provider_can_be_named_in_settings(openai_mod, settings):
     await Provider.objects.filter(name="openai").aupdate(base_url=f"http://127.0.0.1:{closed_port()}/v1")
-    await Provider.objects.acreate(name="moderator", kind="openai", base_url=openai_mod.base_url,
-                                   api_key=openai_mod.api_key)
+    await Provider.objects.acreate(
+        name="moderator", kind="openai", base_url=openai_mod.base_url, api_key=openai_mod.api_key
+    )
     settings.MODERATION_OPENAI_PROVIDER = "moderator"
     assert (await OpenAIModerationHook().check("kill")).category == "violence"
 
@@ -456,16 +481,32 @@ async def test_a_blocked_message_raises_and_is_recorded(principal, settings):
         await moderate_chat(call, route=route("gpt-4o"), principal=principal, request_id="req-1")
 
     error = caught.value
-    assert (error.status, error.code, error.category, error.hook) == (400, "content_policy_violation",
-                                                                      "violence", "blocklist")
-    assert error.body()["error"] == {"type": "invalid_request_error", "code": "content_policy_violation",
-                                     "param": "messages.2.content", "category": "violence",
-                                     "message": "The request was blocked by the content policy (category: violence)."}
+    assert (error.status, error.code, error.category, error.hook) == (
+        400,
+        "content_policy_violation",
+        "violence",
+        "blocklist",
+    )
+    assert error.body()["error"] == {
+        "type": "invalid_request_error",
+        "code": "content_policy_violation",
+        "param": "messages.2.content",
+        "category": "violence",
+        "message": "The request was blocked by the content policy (category: violence).",
+    }
     event = await ModerationEvent.objects.aget()
-    assert (event.request_id, event.user_id, event.api_key_id, event.route) == ("req-1", principal.user_id,
-                                                                                 principal.key_id, "gpt-4o")
-    assert (event.hook, event.category, event.action, event.param) == ("blocklist", "violence", "blocked",
-                                                                        "messages.2.content")
+    assert (event.request_id, event.user_id, event.api_key_id, event.route) == (
+        "req-1",
+        principal.user_id,
+        principal.key_id,
+        "gpt-4o",
+    )
+    assert (event.hook, event.category, event.action, event.param) == (
+        "blocklist",
+        "violence",
+        "blocked",
+        "messages.2.content",
+    )
     assert "'kill'" in event.reason
     assert event.prompt == ""  # MODERATION_STORE_PROMPTS is off by default
 
@@ -475,8 +516,9 @@ async def test_the_blocked_text_is_kept_when_store_prompts_is_on(settings):
     settings.MODERATION_STORE_PROMPTS = True
     hooks(settings, "ShoutHook")
     with pytest.raises(ContentBlocked):
-        await moderate_texts(["fine", "STOP IT"], route=None, principal=None, request_id="r2",
-                             params=["prompt", "negative_prompt"])
+        await moderate_texts(
+            ["fine", "STOP IT"], route=None, principal=None, request_id="r2", params=["prompt", "negative_prompt"]
+        )
     event = await ModerationEvent.objects.aget()
     assert (event.prompt, event.param, event.user_id, event.route) == ("STOP IT", "negative_prompt", None, "")
 
@@ -493,8 +535,7 @@ async def test_redaction_changes_only_the_message_contents_and_is_recorded(princ
     assert moderated.request.messages[1] is call.request.messages[1]
     assert replace(moderated, request=call.request) == call  # nothing else changed
     event = await ModerationEvent.objects.aget()
-    assert (event.action, event.hook, event.category, event.param) == ("redacted", "pii", "pii",
-                                                                        "messages.2.content")
+    assert (event.action, event.hook, event.category, event.param) == ("redacted", "pii", "pii", "messages.2.content")
     assert event.prompt == "mail [EMAIL]"  # never the address itself
 
 
@@ -502,8 +543,9 @@ async def test_a_route_with_moderation_off_runs_no_hook(settings):
     hooks(settings, "Recorder", "ShoutHook")
     call = chat("STOP IT")
     assert await moderate_chat(call, route=route(moderation_enabled=False), principal=None, request_id="r") is call
-    assert await moderate_texts(["STOP"], route=route(moderation_enabled=False), principal=None, request_id="r",
-                                params=["prompt"]) == ["STOP"]
+    assert await moderate_texts(
+        ["STOP"], route=route(moderation_enabled=False), principal=None, request_id="r", params=["prompt"]
+    ) == ["STOP"]
     assert Recorder.calls == []
 
 
@@ -534,11 +576,14 @@ async def test_custom_hook_is_loaded_from_settings(settings):
     assert (caught.value.hook, caught.value.category) == ("shout", "shouting")
 
 
-@pytest.mark.parametrize("path, message", [
-    ("no.such.Hook", "cannot import 'no.such.Hook'"),
-    ("tests.test_moderation.Missing", "cannot import 'tests.test_moderation.Missing'"),
-    ("tests.test_moderation.NotAHook", "'tests.test_moderation.NotAHook' is not a moderation hook"),
-])
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("no.such.Hook", "cannot import 'no.such.Hook'"),
+        ("tests.test_moderation.Missing", "cannot import 'tests.test_moderation.Missing'"),
+        ("tests.test_moderation.NotAHook", "'tests.test_moderation.NotAHook' is not a moderation hook"),
+    ],
+)
 def test_a_bad_hook_path_is_refused_naming_it(path, message):
     with pytest.raises(ImproperlyConfigured, match="MODERATION_HOOKS") as caught:
         load_hooks([BLOCKLIST, path])
@@ -547,8 +592,14 @@ def test_a_bad_hook_path_is_refused_naming_it(path, message):
 
 def test_a_bad_hook_path_stops_django_start_up():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "pulse.settings", "MODERATION_HOOKS": f"{BLOCKLIST},no.such.Hook"}
-    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "ImproperlyConfigured: MODERATION_HOOKS: cannot import 'no.such.Hook'" in result.stderr
 
@@ -627,8 +678,7 @@ async def test_answers_are_not_moderated_by_default(fake_providers, own_session)
     assert await answer_of(chat("hello")) == "kill the process"
 
 
-async def test_the_post_response_check_withholds_a_blocked_answer(fake_providers, settings, principal,
-                                                                 own_session):
+async def test_the_post_response_check_withholds_a_blocked_answer(fake_providers, settings, principal, own_session):
     settings.MODERATION_CHECK_RESPONSES = True
     await BlockedTerm.objects.acreate(pattern="kill", category="violence")
     fake_providers["openai"].reply("kill the process")
@@ -639,12 +689,15 @@ async def test_the_post_response_check_withholds_a_blocked_answer(fake_providers
     assert caught.value.param is None and "answer was withheld" in caught.value.message
     assert caught.value.outcome.result.usage.output_tokens == 3  # for billing what the provider charged
     event = await ModerationEvent.objects.aget()
-    assert (event.param, event.request_id, event.user_id, event.route) == ("answer", "req-answer",
-                                                                            principal.user_id, "gpt-4o")
+    assert (event.param, event.request_id, event.user_id, event.route) == (
+        "answer",
+        "req-answer",
+        principal.user_id,
+        "gpt-4o",
+    )
 
 
 async def test_the_post_response_check_redacts_an_answer(fake_providers, settings, own_session):
     settings.MODERATION_CHECK_RESPONSES = True
     fake_providers["openai"].reply("write to bob@example.com")
     assert await answer_of(chat("hello")) == "write to [EMAIL]"
-

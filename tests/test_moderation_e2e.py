@@ -18,8 +18,11 @@ from tests.test_chat_endpoints import openai_client, post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-OPENAI_HOOKS = ["gateway.moderation.hooks.blocklist.BlocklistHook", "gateway.moderation.hooks.pii.PiiHook",
-                "gateway.moderation.hooks.openai_moderation.OpenAIModerationHook"]
+OPENAI_HOOKS = [
+    "gateway.moderation.hooks.blocklist.BlocklistHook",
+    "gateway.moderation.hooks.pii.PiiHook",
+    "gateway.moderation.hooks.openai_moderation.OpenAIModerationHook",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -51,8 +54,12 @@ def test_a_blocked_prompt_never_reaches_a_provider_and_is_recorded(blocklist, li
 
     assert response.status_code == 400, response.text
     assert response.json()["error"] == {
-        "type": "invalid_request_error", "code": "content_policy_violation", "param": "messages.1.content",
-        "category": "violence", "message": "The request was blocked by the content policy (category: violence)."}
+        "type": "invalid_request_error",
+        "code": "content_policy_violation",
+        "param": "messages.1.content",
+        "category": "violence",
+        "message": "The request was blocked by the content policy (category: violence).",
+    }
     assert provider_calls(fake_providers) == {"openai": 0, "anthropic": 0, "gemini": 0}
     event = ModerationEvent.objects.select_related("api_key", "user").get()
     assert event.request_id == response.headers["X-Request-Id"]
@@ -79,8 +86,9 @@ def test_a_blocked_stream_is_refused_before_any_event(blocklist, live_key, fake_
 def test_the_openai_sdk_sees_a_bad_request_naming_the_policy(blocklist, live_key, fake_providers):
     client = openai_client(blocklist, live_key)
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="claude-sonnet-4-5",
-                                       messages=[{"role": "user", "content": "k\u200bill them all"}])
+        client.chat.completions.create(
+            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "k\u200bill them all"}]
+        )
     assert caught.value.code == "content_policy_violation"
     assert caught.value.body["param"] == "messages.0.content"
     assert fake_providers["anthropic"].calls == 0
@@ -117,8 +125,10 @@ def test_openai_moderation_blocks_what_it_flags(gateway, live_key, fake_provider
     response = ask(gateway, live_key, "plan a murder", model="claude-sonnet-4-5")
 
     error = response.json()["error"]
-    assert response.status_code == 400 and (error["code"], error["category"]) == ("content_policy_violation",
-                                                                                  "violence")
+    assert response.status_code == 400 and (error["code"], error["category"]) == (
+        "content_policy_violation",
+        "violence",
+    )
     assert [r.path for r in fake_providers["openai"].requests] == ["/v1/moderations"]
     assert fake_providers["openai"].requests[0].json["input"] == ["Be brief.", "plan a murder"]
     assert fake_providers["anthropic"].calls == 0
@@ -156,12 +166,16 @@ def test_the_blocked_answer_is_recorded_for_the_requesting_key(blocklist, live_k
     assert response.status_code == 400
     assert "answer was withheld" in response.json()["error"]["message"]
     event = ModerationEvent.objects.get()
-    assert (event.param, event.request_id, event.user.username) == ("answer", response.headers["X-Request-Id"],
-                                                                    "live-user")
+    assert (event.param, event.request_id, event.user.username) == (
+        "answer",
+        response.headers["X-Request-Id"],
+        "live-user",
+    )
 
 
-def test_a_withheld_answer_is_still_billed_for_what_the_provider_produced(blocklist, live_key, fake_providers,
-                                                                         settings):
+def test_a_withheld_answer_is_still_billed_for_what_the_provider_produced(
+    blocklist, live_key, fake_providers, settings
+):
     from billing.models import UsageRecord
 
     settings.MODERATION_CHECK_RESPONSES = True

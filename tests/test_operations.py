@@ -29,8 +29,9 @@ def run_django(code: str, **env: str) -> subprocess.CompletedProcess:
     """Run code in a fresh Python with Django set up from the given environment."""
     environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "pulse.settings", **env}
     script = "import django; django.setup()\n" + code
-    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=environment,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
 
 
 READYZ_OVER_HTTP = """
@@ -43,8 +44,9 @@ print(response.content.decode())
 
 def test_readyz_is_503_naming_postgresql_and_redis_when_unreachable():
     # Port 9 (discard) has no listener here: both connections are refused at once.
-    result = run_django(READYZ_OVER_HTTP, DATABASE_URL="postgres://postgres:s3cret@127.0.0.1:9/test",
-                        REDIS_URL="redis://127.0.0.1:9/0")
+    result = run_django(
+        READYZ_OVER_HTTP, DATABASE_URL="postgres://postgres:s3cret@127.0.0.1:9/test", REDIS_URL="redis://127.0.0.1:9/0"
+    )
     status, body = result.stdout.splitlines()[:2]
     error = json.loads(body)["error"]
 
@@ -56,11 +58,14 @@ def test_readyz_is_503_naming_postgresql_and_redis_when_unreachable():
     assert "s3cret" not in body
 
 
-@pytest.mark.parametrize("url, fragment", [
-    ("mysql-ish://u:pw@h/db", "not a supported database URL"),
-    ("postgres://u:pw@h:notaport/db", "malformed"),
-    ("definitely not a url", "not a supported database URL"),
-])
+@pytest.mark.parametrize(
+    "url, fragment",
+    [
+        ("mysql-ish://u:pw@h/db", "not a supported database URL"),
+        ("postgres://u:pw@h:notaport/db", "malformed"),
+        ("definitely not a url", "not a supported database URL"),
+    ],
+)
 def test_settings_reject_a_malformed_database_url_with_a_clear_message(url, fragment):
     result = run_django("", DATABASE_URL=url)
 
@@ -131,6 +136,13 @@ def test_docs_page_uses_local_assets_only(client):
 def test_openapi_schema_is_valid_and_generates_without_warnings(tmp_path):
     from django.core.management import call_command
 
-    call_command("spectacular", "--urlconf", "gateway.schema", "--validate", "--fail-on-warn",
-                 "--file", str(tmp_path / "schema.yaml"))
+    call_command(
+        "spectacular",
+        "--urlconf",
+        "gateway.schema",
+        "--validate",
+        "--fail-on-warn",
+        "--file",
+        str(tmp_path / "schema.yaml"),
+    )
     assert "/v1/chat/completions" in (tmp_path / "schema.yaml").read_text()

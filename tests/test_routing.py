@@ -14,16 +14,31 @@ from providers.routing import Prices, Route, RoutingTable
 from pulse import snapshot
 
 
-def route(name, provider="openai", upstream="", priority=100, fallbacks=(), enabled=True, provider_enabled=True,
-          modality="chat"):
+def route(
+    name,
+    provider="openai",
+    upstream="",
+    priority=100,
+    fallbacks=(),
+    enabled=True,
+    provider_enabled=True,
+    modality="chat",
+):
     config = ProviderConfig(provider, provider, f"http://{provider}", "key")
-    return Route(name, config, provider_enabled, enabled, upstream, modality, priority, 1000, Prices(),
-                 tuple(fallbacks))
+    return Route(
+        name, config, provider_enabled, enabled, upstream, modality, priority, 1000, Prices(), tuple(fallbacks)
+    )
 
 
 def test_exact_names_win_over_patterns_and_patterns_go_by_priority_then_specificity():
-    table = RoutingTable([route("gpt-*", priority=200), route("gpt-4o", "azure"), route("gpt-4*", "vllm"),
-                          route("*", "catchall", priority=900)])
+    table = RoutingTable(
+        [
+            route("gpt-*", priority=200),
+            route("gpt-4o", "azure"),
+            route("gpt-4*", "vllm"),
+            route("*", "catchall", priority=900),
+        ]
+    )
 
     assert table.match("gpt-4o").provider.name == "azure"
     assert table.match("gpt-4.1").provider.name == "vllm"
@@ -38,18 +53,23 @@ def test_namespace_prefix_is_stripped_for_the_upstream_name():
 
 
 def test_candidates_follow_the_chain_then_request_fallbacks_without_repeats_or_disabled():
-    table = RoutingTable([
-        route("a", "p1", "m-a", fallbacks=["b", "c"]), route("b", "p2", "m-b"),
-        route("c", "p3", "m-c", provider_enabled=False), route("d", "p4", "m-d"),
-        route("image", "p5", modality="image"),
-    ])
+    table = RoutingTable(
+        [
+            route("a", "p1", "m-a", fallbacks=["b", "c"]),
+            route("b", "p2", "m-b"),
+            route("c", "p3", "m-c", provider_enabled=False),
+            route("d", "p4", "m-d"),
+            route("image", "p5", modality="image"),
+        ]
+    )
     chosen = table.candidates("a", ["b", "d", "image"])
     assert [(c.provider.name, c.upstream_model) for c in chosen] == [("p1", "m-a"), ("p2", "m-b"), ("p4", "m-d")]
 
 
 @pytest.mark.django_db
-def test_a_route_edit_reaches_a_worker_after_its_local_interval(monkeypatch, settings,
-                                                                django_capture_on_commit_callbacks):
+def test_a_route_edit_reaches_a_worker_after_its_local_interval(
+    monkeypatch, settings, django_capture_on_commit_callbacks
+):
     provider = Provider.objects.create(name="openai", kind="openai", base_url="http://x/v1")
     ModelRoute.objects.create(name="gpt-4o", provider=provider, input_usd_per_mtok=Decimal("2.5"))
     clock = [1000.0]

@@ -17,14 +17,30 @@ UTC = dt.UTC
 _request_ids = itertools.count(1)
 
 
-def ledger_row(user, at: dt.datetime, *, model: str = "gpt-4o", provider: str = "openai", cost: str = "0.001",
-               input_tokens: int = 10, output_tokens: int = 5, **fields) -> UsageRecord:
+def ledger_row(
+    user,
+    at: dt.datetime,
+    *,
+    model: str = "gpt-4o",
+    provider: str = "openai",
+    cost: str = "0.001",
+    input_tokens: int = 10,
+    output_tokens: int = 5,
+    **fields,
+) -> UsageRecord:
     """One ledger row, written directly (as the gateway's metering would)."""
     fields.setdefault("status", UsageRecord.Status.SUCCEEDED)
     fields.setdefault("request_id", f"req_test_{next(_request_ids)}")
-    return UsageRecord.objects.create(created_at=at, user=user,
-                                      model=model, provider=provider, cost_usd=Decimal(cost),
-                                      input_tokens=input_tokens, output_tokens=output_tokens, **fields)
+    return UsageRecord.objects.create(
+        created_at=at,
+        user=user,
+        model=model,
+        provider=provider,
+        cost_usd=Decimal(cost),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        **fields,
+    )
 
 
 def at(text: str) -> dt.datetime:
@@ -45,8 +61,9 @@ def usage(client, **params):
 def test_totals_by_utc_day_and_model_of_own_usage(api, user, bob):
     ledger_row(user, at("2025-03-01T10:00:00"), cost="0.00000123", input_tokens=100, output_tokens=20)
     ledger_row(user, at("2025-03-01T11:00:00"), cost="0.5", input_tokens=1, output_tokens=2)
-    ledger_row(user, at("2025-03-01T23:59:59.999999"), model="claude-sonnet-4", provider="anthropic",
-               cost="0.25", images=0)
+    ledger_row(
+        user, at("2025-03-01T23:59:59.999999"), model="claude-sonnet-4", provider="anthropic", cost="0.25", images=0
+    )
     ledger_row(user, at("2025-03-02T00:00:00"), cost="1", video_seconds=Decimal("8.5"), images=2)
     ledger_row(bob, at("2025-03-01T10:00:00"), cost="99")  # someone else's
 
@@ -54,15 +71,49 @@ def test_totals_by_utc_day_and_model_of_own_usage(api, user, bob):
 
     assert body["from"] == "2025-03-01" and body["to"] == "2025-03-31"
     assert body["data"] == [
-        {"day": "2025-03-01", "model": "claude-sonnet-4", "requests": 1, "input_tokens": 10, "output_tokens": 5,
-         "total_tokens": 15, "images": 0, "video_seconds": "0.000", "cost_usd": "0.25000000"},
-        {"day": "2025-03-01", "model": "gpt-4o", "requests": 2, "input_tokens": 101, "output_tokens": 22,
-         "total_tokens": 123, "images": 0, "video_seconds": "0.000", "cost_usd": "0.50000123"},
-        {"day": "2025-03-02", "model": "gpt-4o", "requests": 1, "input_tokens": 10, "output_tokens": 5,
-         "total_tokens": 15, "images": 2, "video_seconds": "8.500", "cost_usd": "1.00000000"},
+        {
+            "day": "2025-03-01",
+            "model": "claude-sonnet-4",
+            "requests": 1,
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "total_tokens": 15,
+            "images": 0,
+            "video_seconds": "0.000",
+            "cost_usd": "0.25000000",
+        },
+        {
+            "day": "2025-03-01",
+            "model": "gpt-4o",
+            "requests": 2,
+            "input_tokens": 101,
+            "output_tokens": 22,
+            "total_tokens": 123,
+            "images": 0,
+            "video_seconds": "0.000",
+            "cost_usd": "0.50000123",
+        },
+        {
+            "day": "2025-03-02",
+            "model": "gpt-4o",
+            "requests": 1,
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "total_tokens": 15,
+            "images": 2,
+            "video_seconds": "8.500",
+            "cost_usd": "1.00000000",
+        },
     ]
-    assert body["totals"] == {"requests": 4, "input_tokens": 121, "output_tokens": 32, "total_tokens": 153,
-                              "images": 2, "video_seconds": "8.500", "cost_usd": "1.75000123"}
+    assert body["totals"] == {
+        "requests": 4,
+        "input_tokens": 121,
+        "output_tokens": 32,
+        "total_tokens": 153,
+        "images": 2,
+        "video_seconds": "8.500",
+        "cost_usd": "1.75000123",
+    }
 
 
 def test_group_by_day_or_model_alone(api, user):
@@ -75,14 +126,22 @@ def test_group_by_day_or_model_alone(api, user):
     by_model = usage(api, group_by="model", **window)["data"]
 
     assert [(r["day"], r["model"], r["requests"], r["cost_usd"]) for r in by_day] == [
-        ("2025-03-01", None, 2, "3.00000000"), ("2025-03-02", None, 1, "4.00000000")]
+        ("2025-03-01", None, 2, "3.00000000"),
+        ("2025-03-02", None, 1, "4.00000000"),
+    ]
     assert [(r["day"], r["model"], r["requests"], r["cost_usd"]) for r in by_model] == [
-        (None, "a", 2, "5.00000000"), (None, "b", 1, "2.00000000")]
+        (None, "a", 2, "5.00000000"),
+        (None, "b", 1, "2.00000000"),
+    ]
 
 
 def test_date_range_includes_whole_to_day_and_nothing_outside(api, user):
-    for moment in ("2025-02-28T23:59:59.999999", "2025-03-01T00:00:00", "2025-03-31T23:59:59.999999",
-                   "2025-04-01T00:00:00"):
+    for moment in (
+        "2025-02-28T23:59:59.999999",
+        "2025-03-01T00:00:00",
+        "2025-03-31T23:59:59.999999",
+        "2025-04-01T00:00:00",
+    ):
         ledger_row(user, at(moment))
 
     assert usage(api, **{"from": "2025-03-01", "to": "2025-03-31"})["totals"]["requests"] == 2
@@ -151,14 +210,17 @@ def test_a_user_never_sees_another_users_usage(api, bob_api, user, bob):
     assert "alice" in csv_text and "bob" not in csv_text
 
 
-@pytest.mark.parametrize("params, param", [
-    ({"from": "2025-13-01"}, "from"),
-    ({"from": "yesterday"}, "from"),
-    ({"to": "2025-02-30"}, "to"),
-    ({"to": "01/03/2025"}, "to"),
-    ({"from": "2025-03-02", "to": "2025-03-01"}, "from"),
-    ({"group_by": "week"}, "group_by"),
-])
+@pytest.mark.parametrize(
+    "params, param",
+    [
+        ({"from": "2025-13-01"}, "from"),
+        ({"from": "yesterday"}, "from"),
+        ({"to": "2025-02-30"}, "to"),
+        ({"to": "01/03/2025"}, "to"),
+        ({"from": "2025-03-02", "to": "2025-03-01"}, "from"),
+        ({"group_by": "week"}, "group_by"),
+    ],
+)
 def test_bad_query_parameters_are_400_naming_the_parameter(api, params, param):
     response = api.get("/v1/usage", params)
 

@@ -65,8 +65,9 @@ class ContentBlocked(ApiError):
 
     def __init__(self, *, category: str, hook: str, reason: str, param: str | None, answer: bool = False):
         what = "The answer was withheld" if answer else "The request was blocked"
-        super().__init__(f"{what} by the content policy (category: {category}).", param=param,
-                         extra={"category": category})
+        super().__init__(
+            f"{what} by the content policy (category: {category}).", param=param, extra={"category": category}
+        )
         self.category = category
         self.hook = hook
         self.reason = reason

@@ -25,8 +25,9 @@ import re
 import unicodedata
 
 # Cf characters only exist in planes 0, 1 and 14: scanning those is 7 times quicker at import.
-_CF = [chr(c) for plane in (range(0x20000), range(0xE0000, 0xE1000)) for c in plane
-       if unicodedata.category(chr(c)) == "Cf"]
+_CF = [
+    chr(c) for plane in (range(0x20000), range(0xE0000, 0xE1000)) for c in plane if unicodedata.category(chr(c)) == "Cf"
+]
 # Default-ignorable code points outside Cf: combining grapheme joiner, Hangul fillers,
 # Khmer inherent vowels, variation selectors (and their supplement, in plane 14).
 _OTHER_IGNORABLE = "\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0" + "".join(map(chr, range(0xFE00, 0xFE10)))

@@ -54,15 +54,23 @@ def _events(findings: list[Finding], context: Context) -> None:
 
     store = settings.MODERATION_STORE_PROMPTS
     principal = context.principal
-    ModerationEvent.objects.bulk_create([
-        ModerationEvent(
-            request_id=context.request_id, user_id=principal.user_id if principal else None,
-            api_key_id=principal.key_id if principal else None, route=context.route.name if context.route else "",
-            hook=f.hook, category=f.verdict.category, reason=f.verdict.reason,
-            action="blocked" if f.verdict.action == BLOCK else "redacted", param=f.param,
-            prompt=f.text if store else "")
-        for f in findings
-    ])
+    ModerationEvent.objects.bulk_create(
+        [
+            ModerationEvent(
+                request_id=context.request_id,
+                user_id=principal.user_id if principal else None,
+                api_key_id=principal.key_id if principal else None,
+                route=context.route.name if context.route else "",
+                hook=f.hook,
+                category=f.verdict.category,
+                reason=f.verdict.reason,
+                action="blocked" if f.verdict.action == BLOCK else "redacted",
+                param=f.param,
+                prompt=f.text if store else "",
+            )
+            for f in findings
+        ]
+    )
 
 
 async def record_findings(findings: list[Finding], context: Context) -> None:
@@ -87,12 +95,14 @@ async def _verdicts(hook: LoadedHook, texts: list[str]) -> list[Verdict] | None:
             logger.warning("moderation hook %s could not decide, letting the request through: %s", hook.name, exc)
             return None
         logger.error("moderation hook %s could not decide: %s", hook.name, exc)
-        raise ModerationUnavailable("Content moderation is unavailable right now; the request was not sent "
-                                    "to any provider. Try again shortly.") from exc
+        raise ModerationUnavailable(
+            "Content moderation is unavailable right now; the request was not sent to any provider. Try again shortly."
+        ) from exc
 
 
-async def run_hooks(texts: Sequence[str], params: Sequence[str], context: Context, *,
-                    answer: bool = False) -> list[str]:
+async def run_hooks(
+    texts: Sequence[str], params: Sequence[str], context: Context, *, answer: bool = False
+) -> list[str]:
     if len(params) != len(texts):
         raise ValueError("moderation needs one param name per text")
     current, findings = list(texts), []
@@ -102,8 +112,13 @@ async def run_hooks(texts: Sequence[str], params: Sequence[str], context: Contex
                 findings.append(Finding(hook.name, verdict, params[index], current[index]))
                 await record_findings(findings, context)
                 logger.info("moderation: %s blocked %s (%s)", hook.name, params[index], verdict.category)
-                raise ContentBlocked(category=verdict.category, hook=hook.name, reason=verdict.reason,
-                                     param=None if answer else params[index], answer=answer)
+                raise ContentBlocked(
+                    category=verdict.category,
+                    hook=hook.name,
+                    reason=verdict.reason,
+                    param=None if answer else params[index],
+                    answer=answer,
+                )
             if verdict.action == REDACT and verdict.text is not None:
                 current[index] = verdict.text
                 findings.append(Finding(hook.name, verdict, params[index], verdict.text))
@@ -112,8 +127,9 @@ async def run_hooks(texts: Sequence[str], params: Sequence[str], context: Contex
     return current
 
 
-async def moderate_texts(texts: Sequence[str], *, route: Route | None, principal: Principal | None,
-                         request_id: str, params: Sequence[str]) -> list[str]:
+async def moderate_texts(
+    texts: Sequence[str], *, route: Route | None, principal: Principal | None, request_id: str, params: Sequence[str]
+) -> list[str]:
     """The texts as the provider may see them (redacted where a hook redacted), or ContentBlocked
     (400, recorded) or ModerationUnavailable (503). params name each text in the request
     (e.g. "prompt", "messages.2.content"): the blocked one is the error's param. No hook runs
@@ -128,19 +144,23 @@ def _message_params(count: int) -> tuple[str, ...]:
     return tuple(f"messages.{index}.content" for index in range(count))
 
 
-async def moderate_chat(call: ChatCall, *, route: Route | None, principal: Principal | None,
-                        request_id: str) -> ChatCall:
+async def moderate_chat(
+    call: ChatCall, *, route: Route | None, principal: Principal | None, request_id: str
+) -> ChatCall:
     """The call unchanged, or with redacted message contents; raises like moderate_texts."""
     if not moderation_applies(route):
         return call
     messages = call.request.messages
     texts = [message.content for message in messages]
-    moderated = await moderate_texts(texts, route=route, principal=principal, request_id=request_id,
-                                     params=_message_params(len(texts)))
+    moderated = await moderate_texts(
+        texts, route=route, principal=principal, request_id=request_id, params=_message_params(len(texts))
+    )
     if moderated == texts:
         return call
-    redacted = tuple(replace(message, content=text) if text != message.content else message
-                     for message, text in zip(messages, moderated, strict=True))
+    redacted = tuple(
+        replace(message, content=text) if text != message.content else message
+        for message, text in zip(messages, moderated, strict=True)
+    )
     return replace(call, request=replace(call.request, messages=redacted))
 
 

@@ -36,12 +36,15 @@ def _check_many(hook: Any, path: str) -> CheckMany:
     if inspect.iscoroutinefunction(getattr(hook, "check_many", None)):
         return hook.check_many
     if inspect.iscoroutinefunction(getattr(hook, "check", None)):
+
         async def check_each(texts: Sequence[str]) -> list[Verdict]:
             return [await hook.check(text) for text in texts]
 
         return check_each
-    raise ImproperlyConfigured(f"MODERATION_HOOKS: {path!r} is not a moderation hook: it needs "
-                               "`async def check(self, text) -> Verdict` or `async def check_many(self, texts)`")
+    raise ImproperlyConfigured(
+        f"MODERATION_HOOKS: {path!r} is not a moderation hook: it needs "
+        "`async def check(self, text) -> Verdict` or `async def check_many(self, texts)`"
+    )
 
 
 def load_hook(path: str) -> LoadedHook:

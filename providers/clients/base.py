@@ -135,5 +135,4 @@ class ChatClient:
             return self.error("timed out waiting for the provider", retryable=True, code="upstream_timeout")
         if isinstance(exc, aiohttp.ClientPayloadError):
             return self.error("the answer broke off midway", retryable=True, code="upstream_stream_cut")
-        return self.error(f"connection failed: {type(exc).__name__}", retryable=True,
-                          code="upstream_unreachable")
+        return self.error(f"connection failed: {type(exc).__name__}", retryable=True, code="upstream_unreachable")

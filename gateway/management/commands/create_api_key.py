@@ -22,6 +22,8 @@ class Command(BaseCommand):
             user.is_staff = True
             user.save(update_fields=["is_staff"])
         key, raw_key = api_key_create(user=user, name=name)
-        self.stderr.write(f"{'Created' if created else 'Existing'} user {username!r}; "
-                          f"new key {key.prefix}… (shown once, store it now):")
+        self.stderr.write(
+            f"{'Created' if created else 'Existing'} user {username!r}; "
+            f"new key {key.prefix}… (shown once, store it now):"
+        )
         self.stdout.write(raw_key)

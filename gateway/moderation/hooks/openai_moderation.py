@@ -39,8 +39,10 @@ def parse_thresholds(raw: Mapping[str, Any]) -> dict[str, float]:
     except (TypeError, ValueError, AttributeError):
         thresholds = None
     if thresholds is None or any(not 0 <= value <= 1 for value in thresholds.values()):
-        raise ImproperlyConfigured(f"MODERATION_OPENAI_THRESHOLDS={raw!r}: expected category=score pairs with "
-                                   "scores from 0 to 1, e.g. violence=0.5,self-harm/intent=0.2")
+        raise ImproperlyConfigured(
+            f"MODERATION_OPENAI_THRESHOLDS={raw!r}: expected category=score pairs with "
+            "scores from 0 to 1, e.g. violence=0.5,self-harm/intent=0.2"
+        )
     return thresholds
 
 
@@ -53,13 +55,15 @@ def load_moderation_provider() -> ProviderConfig | None:
     row = providers.filter(name=name).first() if name else providers.filter(kind="openai").order_by("name").first()
     if row is None:
         return None
-    return ProviderConfig(row.name, row.kind, row.base_url.rstrip("/"), row.api_key, row.connect_timeout_s,
-                          row.read_timeout_s)
+    return ProviderConfig(
+        row.name, row.kind, row.base_url.rstrip("/"), row.api_key, row.connect_timeout_s, row.read_timeout_s
+    )
 
 
 # Provider edits bump the routing table's version: the same key tells this copy to reload.
-provider_snapshot: VersionedSnapshot[ProviderConfig | None] = VersionedSnapshot(ROUTING_VERSION_KEY,
-                                                                               load_moderation_provider)
+provider_snapshot: VersionedSnapshot[ProviderConfig | None] = VersionedSnapshot(
+    ROUTING_VERSION_KEY, load_moderation_provider
+)
 
 
 class OpenAIModerationClient(OpenAIChatClient):
@@ -98,10 +102,16 @@ class OpenAIModerationHook(ModerationHook):
 
     def verdict(self, result: Mapping[str, Any]) -> Verdict:
         scores: Mapping[str, float] = result.get("category_scores") or {}
-        hits = {name: float(score) for name, score in scores.items()
-                if name in self.thresholds and float(score) >= self.thresholds[name]}
-        hits |= {name: float(scores.get(name, 1.0)) for name, flagged in (result.get("categories") or {}).items()
-                 if flagged is True and name not in self.thresholds}
+        hits = {
+            name: float(score)
+            for name, score in scores.items()
+            if name in self.thresholds and float(score) >= self.thresholds[name]
+        }
+        hits |= {
+            name: float(scores.get(name, 1.0))
+            for name, flagged in (result.get("categories") or {}).items()
+            if flagged is True and name not in self.thresholds
+        }
         if not hits:
             return ALLOWED
         category = max(hits, key=hits.__getitem__)

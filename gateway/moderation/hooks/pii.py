@@ -24,11 +24,15 @@ from django.core.exceptions import ImproperlyConfigured
 
 from gateway.moderation.base import ALLOWED, ModerationHook, Verdict
 
-EMAIL = (r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-         r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}(?![\w-])")
+EMAIL = (
+    r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}(?![\w-])"
+)
 CARD = r"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])"
-PHONE = (r"(?<![\w+(.-])(?:\+[0-9]{8,15}|(?:\+[0-9]{1,3}[ .-]?)?(?:\([0-9]{1,4}\)[ .-]?)?"
-         r"[0-9]{2,4}(?:[ .-][0-9]{2,4}){1,5})(?![0-9]|[.-][0-9])")
+PHONE = (
+    r"(?<![\w+(.-])(?:\+[0-9]{8,15}|(?:\+[0-9]{1,3}[ .-]?)?(?:\([0-9]{1,4}\)[ .-]?)?"
+    r"[0-9]{2,4}(?:[ .-][0-9]{2,4}){1,5})(?![0-9]|[.-][0-9])"
+)
 PATTERNS = {"email": EMAIL, "card": CARD, "phone": PHONE}
 PLACEHOLDERS = {"email": "[EMAIL]", "card": "[CARD]", "phone": "[PHONE]"}
 LABELS = {"email": "an e-mail address", "card": "a payment card number", "phone": "a phone number"}
@@ -70,11 +74,13 @@ class PiiHook(ModerationHook):
         kinds = list(settings.MODERATION_PII_KINDS)
         unknown = sorted(set(kinds) - set(PATTERNS))
         if unknown:
-            raise ImproperlyConfigured(f"MODERATION_PII_KINDS: unknown kind(s) {', '.join(unknown)}; "
-                                       f"expected some of {', '.join(PATTERNS)}")
+            raise ImproperlyConfigured(
+                f"MODERATION_PII_KINDS: unknown kind(s) {', '.join(unknown)}; expected some of {', '.join(PATTERNS)}"
+            )
         if settings.MODERATION_PII_ACTION not in ACTIONS:
-            raise ImproperlyConfigured(f"MODERATION_PII_ACTION={settings.MODERATION_PII_ACTION!r}; "
-                                       f"expected one of {', '.join(ACTIONS)}")
+            raise ImproperlyConfigured(
+                f"MODERATION_PII_ACTION={settings.MODERATION_PII_ACTION!r}; expected one of {', '.join(ACTIONS)}"
+            )
         self.redacts = settings.MODERATION_PII_ACTION == "redact"
         self.kinds = [kind for kind in PATTERNS if kind in kinds]
         self.email = re.compile(EMAIL) if "email" in self.kinds else None

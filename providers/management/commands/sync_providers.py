@@ -7,8 +7,10 @@ from providers.models import ModelRoute, Provider
 
 
 class Command(BaseCommand):
-    help = ("Create or update Provider rows from the environment (*_API_KEY, *_BASE_URL) and add the "
-            "default routes that are missing. Idempotent; routes edited in the admin are left alone.")
+    help = (
+        "Create or update Provider rows from the environment (*_API_KEY, *_BASE_URL) and add the "
+        "default routes that are missing. Idempotent; routes edited in the admin are left alone."
+    )
 
     @transaction.atomic
     def handle(self, *args, **options) -> None:
@@ -21,8 +23,13 @@ class Command(BaseCommand):
                 continue
             _, was_created = ModelRoute.objects.get_or_create(
                 name=name,
-                defaults={"provider": providers[provider_name], "upstream_model": upstream,
-                          "modality": modality, "priority": 200 if "*" in name else 100, **prices},
+                defaults={
+                    "provider": providers[provider_name],
+                    "upstream_model": upstream,
+                    "modality": modality,
+                    "priority": 200 if "*" in name else 100,
+                    **prices,
+                },
             )
             created += was_created
         self.stdout.write(f"providers: {', '.join(sorted(providers)) or 'none'}; {created} route(s) added")
