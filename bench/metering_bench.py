@@ -36,9 +36,9 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from billing.budget import Amounts, budget_reserve  # noqa: E402
-from billing.caps import Caps  # noqa: E402
 from billing.ledger import UsageEvent, aledger_record_usage  # noqa: E402
 from billing.ratelimit import rate_limiter  # noqa: E402
+from core.caps import Caps  # noqa: E402
 from gateway.auth import aauthenticate_key  # noqa: E402
 from gateway.keys import api_key_create  # noqa: E402
 

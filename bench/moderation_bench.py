@@ -41,7 +41,8 @@ from django.core.management import call_command  # noqa: E402
 
 from gateway.chat_formats import ChatCall  # noqa: E402
 from gateway.models import BlockedTerm  # noqa: E402
-from gateway.moderation import configure_hooks, moderate_chat  # noqa: E402
+from gateway.moderation.pipeline import moderate_chat  # noqa: E402
+from gateway.moderation.registry import configure_hooks  # noqa: E402
 from providers.clients.base import ChatMessage, ChatRequest, ProviderConfig  # noqa: E402
 from providers.http import close_shared_session  # noqa: E402
 from providers.models import Provider  # noqa: E402

@@ -18,19 +18,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from billing.caps import Caps
 from billing.models import BudgetPeriod, UsageRecord
-from gateway.errors import ApiError
+from core.caps import Caps
+from core.errors import QuotaExceeded
 
 ZERO = Decimal(0)
-
-
-class QuotaExceeded(ApiError):
-    status, type, code = 429, "insufficient_quota", "quota_exceeded"
-
-    def __init__(self, message: str):
-        # Retrying will not help until the period turns or an admin raises the cap.
-        super().__init__(message, headers={"x-should-retry": "false"})
 
 
 @dataclass(frozen=True)

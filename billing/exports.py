@@ -46,6 +46,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 
 from billing.models import UsageRecord
+from billing.pricing import COST_QUANTUM
 
 HEADER = (
     "request_id",
@@ -96,7 +97,6 @@ _FIELDS = (
     "latency_ms",
 )
 
-COST_PLACES = Decimal("0.00000001")
 VIDEO_SECONDS_PLACES = Decimal("0.001")
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_BYTES = 64 * 1024  # rows are sent in chunks of about this size, not one socket write per row
@@ -165,7 +165,7 @@ def usage_csv_row(values: tuple) -> list:
         reasoning_tokens,
         images,
         csv_decimal(video_seconds, VIDEO_SECONDS_PLACES),
-        csv_decimal(cost_usd, COST_PLACES),
+        csv_decimal(cost_usd, COST_QUANTUM),
         "true" if usage_estimated else "false",
         csv_text(error_code),
         latency_ms,

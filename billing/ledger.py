@@ -14,7 +14,7 @@ from django.db.models.sql import InsertQuery
 
 from billing.budget import Amounts, Reservation, budget_release, budget_settle
 from billing.models import UsageRecord
-from pulse.pg import async_pool
+from core.pg import async_pool
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from core.modality import Modality
+
 
 class UsageRecord(models.Model):
     """One billable event per request id, written exactly once and never updated (a correction is a new row)."""
@@ -17,11 +19,6 @@ class UsageRecord(models.Model):
         FAILED = "failed"
         BLOCKED = "blocked"
         CANCELED = "canceled"
-
-    class Modality(models.TextChoices):
-        CHAT = "chat"
-        IMAGE = "image"
-        VIDEO = "video"
 
     request_id = models.CharField(max_length=128, unique=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-from pulse.redis import shared_redis
+from core.redis import shared_redis
 
 logger = logging.getLogger(__name__)
 

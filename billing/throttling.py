@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework.throttling import BaseThrottle
 
 from billing.ratelimit import RateDecision, rate_key, rate_limiter, user_rate
-from gateway.auth import Principal
+from core.principal import Principal
 
 
 class UserRateThrottle(BaseThrottle):

@@ -12,8 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from datetime import datetime
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -22,7 +20,8 @@ from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
-from billing.caps import Caps
+from core.caps import Caps
+from core.principal import Principal
 from gateway.errors import AuthenticationError
 from gateway.models import ApiKey, hash_api_key
 
@@ -32,48 +31,6 @@ SHARED_CACHE_SECONDS = 300
 LAST_USED_RESOLUTION_SECONDS = 60
 _LOCAL_CAPACITY = 50_000
 _TOMBSTONE: dict = {}
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a request acts for: the key and its owner, as cached (no model instances)."""
-
-    key_id: int
-    key_hash: str
-    key_prefix: str
-    user_id: int
-    username: str
-    is_staff: bool
-    expires_at: datetime | None
-    rate_limit: tuple[int, float] | None = None  # the owner's override of RATE_LIMIT
-    caps: Caps | None = None  # the owner's monthly caps, None when there are none
-
-    is_authenticated = True
-    is_anonymous = False
-    is_active = True
-
-    @property
-    def pk(self) -> int:
-        return self.user_id
-
-    id = pk
-
-    def to_cache(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_cache(cls, entry: dict) -> Principal:
-        caps = entry.get("caps")
-        return cls(
-            **{
-                **entry,
-                "caps": Caps(**caps) if caps else None,
-                "rate_limit": tuple(entry["rate_limit"]) if entry.get("rate_limit") else None,
-            }
-        )
-
-    def is_expired(self) -> bool:
-        return self.expires_at is not None and self.expires_at <= timezone.now()
 
 
 _local: dict[str, tuple[float, Principal | None]] = {}

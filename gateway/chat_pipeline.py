@@ -19,10 +19,11 @@ from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 
-from gateway.auth import Principal
+from core.principal import Principal
 from gateway.chat_formats import ChatCall
 from gateway.errors import ApiError, InvalidRequest, NotFound
-from gateway.moderation import ContentBlocked, moderate_answer
+from gateway.moderation.base import ContentBlocked
+from gateway.moderation.pipeline import moderate_answer
 from providers.breaker import breaker
 from providers.clients import chat_client_for
 from providers.clients.base import CONTENT_FILTER, ChatDelta, ChatRequest, ChatResult, ProviderError

@@ -26,21 +26,22 @@ from django.conf import settings
 from billing.models import UsageRecord
 from billing.pricing import usd_text
 from billing.ratelimit import rate_key, rate_limiter, user_rate
-from gateway.auth import Principal, aauthenticate_key, raw_key_from_headers, record_key_use_later
-from gateway.chat_formats import Answered, ChatCall, OpenAIDialect, PulseDialect, now_created
-from gateway.chat_pipeline import ChatStream, complete_chat, open_chat_stream, plan_candidates
-from gateway.errors import ApiError, AuthenticationError, InvalidRequest, as_api_error
-from gateway.metering import ChatMeter
-from gateway.moderation import moderate_chat
-from providers.clients.base import ProviderError, Usage
-from providers.routing import Candidate, arouting_table
-from pulse.observability import (
+from core.observability import (
     REQUEST_ID_HEADER,
     bind_request_id,
     new_request_id,
     observe_request,
     response_request_id,
 )
+from core.principal import Principal
+from gateway.auth import aauthenticate_key, raw_key_from_headers, record_key_use_later
+from gateway.chat_formats import Answered, ChatCall, OpenAIDialect, PulseDialect, now_created
+from gateway.chat_pipeline import ChatStream, complete_chat, open_chat_stream, plan_candidates
+from gateway.errors import ApiError, AuthenticationError, InvalidRequest, as_api_error
+from gateway.metering import ChatMeter
+from gateway.moderation.pipeline import moderate_chat
+from providers.clients.base import ProviderError, Usage
+from providers.routing import Candidate, arouting_table
 
 logger = logging.getLogger(__name__)
 

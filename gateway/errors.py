@@ -17,6 +17,8 @@ from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
+from core.errors import DomainError, QuotaExceeded
+
 logger = logging.getLogger(__name__)
 
 
@@ -114,10 +116,26 @@ def _drf_error(exc: drf.APIException) -> ApiError:
     return ApiError(str(exc.detail), status=exc.status_code, type="api_error", code="error")
 
 
-def as_api_error(exc: Exception) -> ApiError:
+# How the API answers each domain error: (status, type, headers).
+DOMAIN_ERRORS: dict[type[DomainError], tuple[int, str, dict[str, str]]] = {
+    # Retrying will not help until the period turns or an admin raises the cap.
+    QuotaExceeded: (429, "insufficient_quota", {"x-should-retry": "false"}),
+}
+
+
+def _domain_error(exc: DomainError) -> ApiError:
+    status, type_, headers = next(
+        (answer for cls, answer in DOMAIN_ERRORS.items() if isinstance(exc, cls)), (400, "invalid_request_error", {})
+    )
+    return ApiError(exc.message, status=status, type=type_, code=exc.code, param=exc.param, headers=dict(headers))
+
+
+def as_api_error(exc: BaseException) -> ApiError:
     """Any exception as the ApiError the client sees; unknown ones become an opaque 500."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, DomainError):
+        return _domain_error(exc)
     if isinstance(exc, drf.APIException):
         return _drf_error(exc)
     if isinstance(exc, Http404):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from celery import current_app as celery_app
 from django.core.cache import cache
 from django.db import connections
-
-from pulse.celery import app as celery_app
 
 
 def _describe(exc: Exception) -> str:
@@ -27,6 +26,7 @@ def check_cache() -> None:
 
 
 def check_broker() -> None:
+    # The project's Celery app (pulse/__init__.py makes it current when settings load).
     with celery_app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
 

@@ -18,7 +18,7 @@ from billing.budget import Amounts, Reservation, budget_release, budget_reserve,
 from billing.ledger import UsageEvent, aledger_record_usage
 from billing.models import UsageRecord
 from billing.pricing import chat_cost
-from gateway.auth import Principal
+from core.principal import Principal
 from gateway.chat_formats import ChatCall
 from gateway.errors import ApiError
 from providers.clients.base import Usage

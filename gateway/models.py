@@ -7,6 +7,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from gateway.moderation.patterns import pattern_error
+
 API_KEY_PREFIX = "pulse-"
 VISIBLE_PREFIX_LENGTH = len(API_KEY_PREFIX) + 8
 
@@ -77,8 +79,6 @@ class BlockedTerm(models.Model):
         return f"{'/' + self.pattern + '/' if self.is_regex else self.pattern} ({self.category})"
 
     def clean(self) -> None:
-        from gateway.moderation.hooks.blocklist import pattern_error
-
         if error := pattern_error(self.pattern, is_regex=self.is_regex):
             raise ValidationError({"pattern": error})
 

@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.modality import Modality
 from gateway.errors import ApiError
 from gateway.health import readiness
 from providers.routing import routing_table
@@ -74,7 +75,7 @@ class ModelSerializer(serializers.Serializer):
     object = serializers.CharField(default="model")
     created = serializers.IntegerField(default=0)
     owned_by = serializers.CharField(help_text="The provider that serves it.")
-    modality = serializers.ChoiceField(choices=["chat", "image", "video"])
+    modality = serializers.ChoiceField(choices=Modality.choices)
     pattern = serializers.BooleanField()
     fallbacks = serializers.ListField(child=serializers.CharField())
 

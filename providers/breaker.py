@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from pulse.redis import shared_redis
+from core.redis import shared_redis
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from pulse.loops import PerLoop
+from core.loops import PerLoop
+from core.shutdown import on_shutdown
 
 
 def _new_session() -> aiohttp.ClientSession:
@@ -25,6 +26,7 @@ def shared_session() -> aiohttp.ClientSession:
     return _sessions.get()
 
 
+@on_shutdown
 async def close_shared_session() -> None:
     """Close this loop's session (ASGI lifespan shutdown, tests)."""
     if (session := _sessions.pop()) is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from core.modality import Modality
 from providers.secrets import decrypt_secret, encrypt_secret
 
 
@@ -46,11 +47,6 @@ class Provider(models.Model):
 
 class ModelRoute(models.Model):
     """A public model name (or a pattern like `gpt-*`) and where it goes."""
-
-    class Modality(models.TextChoices):
-        CHAT = "chat"
-        IMAGE = "image"
-        VIDEO = "video"
 
     name = models.CharField(
         max_length=200, unique=True, help_text="The model name clients send, or a pattern with one '*' (e.g. gpt-*)."

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from core.snapshot import VersionedSnapshot
 from providers.clients.base import ProviderConfig
 from providers.models import ModelRoute
-from pulse.snapshot import VersionedSnapshot
 
 VERSION_KEY = "routing:version"
 

@@ -1,8 +1,7 @@
-"""ASGI lifespan: close the pooled upstream, database and Redis connections when a worker shuts down."""
+"""ASGI lifespan: at worker shutdown, run the shutdown hooks that modules registered (pooled
+upstream sessions, database and Redis connections: see core.shutdown)."""
 
-from providers.http import close_shared_session
-from pulse.pg import close_async_pool
-from pulse.redis import close_shared_redis
+from core.shutdown import run_shutdown_hooks
 
 
 async def lifespan_app(scope, receive, send) -> None:
@@ -11,8 +10,6 @@ async def lifespan_app(scope, receive, send) -> None:
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await close_shared_session()
-            await close_async_pool()
-            await close_shared_redis()
+            await run_shutdown_hooks()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -58,8 +58,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "pulse.observability.RequestIdMiddleware",
-    "pulse.observability.MetricsMiddleware",
+    "core.observability.RequestIdMiddleware",
+    "core.observability.MetricsMiddleware",
     "billing.throttling.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -281,7 +281,7 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "pulse.observability.RequestIdLogFilter"}},
+    "filters": {"request_id": {"()": "core.observability.RequestIdLogFilter"}},
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",

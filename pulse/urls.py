@@ -2,8 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from billing import views as billing_views
-from gateway import views
+from gateway import usage_views, views
 
 handler400 = "gateway.errors.bad_request_view"
 handler403 = "gateway.errors.permission_denied_view"
@@ -15,8 +14,8 @@ urlpatterns = [
     path("readyz", views.ReadyView.as_view(), name="readyz"),
     path("metrics", views.MetricsView.as_view(), name="metrics"),
     path("v1/models", views.ModelListView.as_view(), name="models"),
-    path("v1/usage", billing_views.UsageView.as_view(), name="usage"),
-    path("v1/usage/export.csv", billing_views.UsageExportView.as_view(), name="usage-export"),
+    path("v1/usage", usage_views.UsageView.as_view(), name="usage"),
+    path("v1/usage/export.csv", usage_views.UsageExportView.as_view(), name="usage-export"),
     path(
         "v1/schema/",
         SpectacularAPIView.as_view(urlconf="gateway.schema", permission_classes=[], authentication_classes=[]),

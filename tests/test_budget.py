@@ -6,10 +6,12 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from billing.budget import Amounts, QuotaExceeded, budget_release, budget_reserve, budget_settle
-from billing.caps import Caps
+from billing.budget import Amounts, budget_release, budget_reserve, budget_settle
 from billing.models import BudgetPeriod, UsageRecord
 from billing.pricing import chat_cost, image_cost, video_cost
+from core.caps import Caps
+from core.errors import QuotaExceeded
+from gateway.errors import as_api_error
 from providers.clients.base import Usage
 from providers.routing import Prices
 
@@ -37,7 +39,8 @@ def test_reserve_settle_and_release_move_the_counters(user):
 
     with pytest.raises(QuotaExceeded) as refused:
         budget_reserve(user_id=user.pk, caps=caps, want=Amounts(Decimal("0.5"), 10))
-    assert refused.value.status == 429 and refused.value.headers == {"x-should-retry": "false"}
+    answered = as_api_error(refused.value)  # the domain error as the API answers it
+    assert answered.status == 429 and answered.headers == {"x-should-retry": "false"}
 
     budget_settle(hold, Amounts(Decimal("0.25"), 300))
     row.refresh_from_db()
@@ -123,7 +126,7 @@ def test_the_event_loop_ledger_write_records_once(user):
     import asyncio
 
     from billing.ledger import UsageEvent, aledger_record_usage
-    from pulse.pg import close_async_pool
+    from core.pg import close_async_pool
 
     event = UsageEvent(
         request_id="req_async",

@@ -14,22 +14,13 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 
+from core import snapshot as moderation_snapshot
 from gateway.auth import authenticate_key
 from gateway.chat_formats import ChatCall
 from gateway.chat_pipeline import complete_chat, plan_candidates
 from gateway.models import BlockedTerm, ModerationEvent
-from gateway.moderation import (
-    ALLOWED,
-    ContentBlocked,
-    ModerationHook,
-    ModerationUnavailable,
-    Verdict,
-    configure_hooks,
-    load_hooks,
-    moderate_chat,
-    moderate_texts,
-)
 from gateway.moderation import pipeline as moderation_pipeline
+from gateway.moderation.base import ALLOWED, ContentBlocked, ModerationHook, ModerationUnavailable, Verdict
 from gateway.moderation.hooks.blocklist import (
     BlocklistHook,
     CompiledBlocklist,
@@ -39,11 +30,12 @@ from gateway.moderation.hooks.blocklist import (
 )
 from gateway.moderation.hooks.openai_moderation import OpenAIModerationHook, provider_snapshot
 from gateway.moderation.hooks.pii import PiiHook
+from gateway.moderation.pipeline import moderate_chat, moderate_texts
+from gateway.moderation.registry import configure_hooks, load_hooks
 from providers.clients.base import ChatMessage, ChatRequest, ProviderConfig
 from providers.http import close_shared_session
 from providers.models import ModelRoute, Provider, RouteFallback
 from providers.routing import Prices, Route, arouting_table
-from pulse import snapshot as moderation_snapshot
 from tests.test_chat_endpoints import MESSAGES, post, sse_events
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pulse.observability import RequestIdLogFilter, bind_request_id
+from core.observability import RequestIdLogFilter, bind_request_id
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,12 +6,12 @@ from types import SimpleNamespace
 import pytest
 from django.core.cache import cache
 
+from core import snapshot
 from providers import routing
 from providers.breaker import CircuitBreaker
 from providers.clients.base import ProviderConfig
 from providers.models import ModelRoute, Provider, RouteFallback
 from providers.routing import Prices, Route, RoutingTable
-from pulse import snapshot
 
 
 def route(
@@ -115,7 +115,7 @@ async def test_circuit_state_is_shared_between_workers_through_redis(settings):
     settings.REDIS_URL = "redis://127.0.0.1:6379/15"
     settings.PULSE_LOCAL_CACHE_SECONDS = 0
     first, second = CircuitBreaker(threshold=2, cooldown_s=30), CircuitBreaker(threshold=2, cooldown_s=30)
-    from pulse.redis import shared_redis
+    from core.redis import shared_redis
 
     await shared_redis().delete(*CircuitBreaker._keys("flaky"))
     await first.record_failure("flaky")

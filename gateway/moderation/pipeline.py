@@ -19,7 +19,7 @@ from functools import lru_cache
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from gateway.auth import Principal
+from core.principal import Principal
 from gateway.chat_formats import ChatCall
 from gateway.errors import ApiError
 from gateway.moderation.base import BLOCK, REDACT, ContentBlocked, ModerationUnavailable, Verdict

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from core.snapshot import VersionedSnapshot
 from gateway.moderation.base import ALLOWED, ModerationHook, Verdict
 from gateway.moderation.normalize import collapse_spaced_out, folded, visible
-from pulse.snapshot import VersionedSnapshot
+from gateway.moderation.patterns import NOT_AFTER, pattern_error
 
 logger = logging.getLogger(__name__)
 
 VERSION_KEY = "moderation:blocklist:version"
-NOT_AFTER = r"(?![^\W_])"  # a whole word ends where no letter or digit follows (search_word_start: its start)
 
 
 @dataclass(frozen=True)
@@ -40,18 +40,6 @@ class Term:
     def describe(self) -> str:
         kind = "regex" if self.is_regex else "term"
         return f"blocked {kind} #{self.id} {self.pattern!r}" + (" (whole word)" if self.whole_word else "")
-
-
-def pattern_error(pattern: str, *, is_regex: bool) -> str | None:
-    """Why a pattern cannot be used, or None (the admin form's check)."""
-    if not folded(pattern).strip():
-        return "The pattern is empty once invisible characters are removed."
-    if is_regex:
-        try:
-            re.compile(f"(?:{pattern}){NOT_AFTER}")  # as it is used: inside a group
-        except re.error as exc:
-            return f"Not a valid regular expression here: {exc} (flags go inside, as in (?i:...))."
-    return None
 
 
 def search_word_start(regex: re.Pattern, text: str) -> re.Match | None:

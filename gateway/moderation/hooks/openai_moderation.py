@@ -22,11 +22,11 @@ import aiohttp
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from core.snapshot import VersionedSnapshot
 from gateway.moderation.base import ALLOWED, HookUnavailable, ModerationHook, Verdict
 from providers.clients.base import ProviderConfig, ProviderError
 from providers.clients.openai import OpenAIChatClient
 from providers.routing import VERSION_KEY as ROUTING_VERSION_KEY
-from pulse.snapshot import VersionedSnapshot
 
 logger = logging.getLogger(__name__)
 MODERATION_KINDS = ("openai", "openai_compatible")

@@ -13,7 +13,8 @@ from django.conf import settings
 from django.db import connections
 from psycopg_pool import AsyncConnectionPool
 
-from pulse.loops import PerLoop
+from core.loops import PerLoop
+from core.shutdown import on_shutdown
 
 
 def is_postgresql() -> bool:
@@ -47,6 +48,7 @@ async def async_pool() -> AsyncConnectionPool | None:
     return await asyncio.shield(_pools.get())
 
 
+@on_shutdown
 async def close_async_pool() -> None:
     opening = _pools.pop()
     if opening is not None and opening.done() and not _failed_or_closed(opening):

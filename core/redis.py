@@ -6,7 +6,8 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from pulse.loops import PerLoop
+from core.loops import PerLoop
+from core.shutdown import on_shutdown
 
 
 def _new_client() -> aioredis.Redis:
@@ -29,6 +30,7 @@ def shared_redis() -> aioredis.Redis | None:
     return _clients.get() if settings.REDIS_URL else None
 
 
+@on_shutdown
 async def close_shared_redis() -> None:
     """Close this loop's client (ASGI lifespan shutdown)."""
     if (client := _clients.pop()) is not None:

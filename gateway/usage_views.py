@@ -1,4 +1,4 @@
-"""The usage API and the finance CSV: thin views over billing.selectors and billing.exports."""
+"""The usage API (/v1/usage) and the finance CSV: thin views over billing.selectors and billing.exports."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from billing import exports
 from billing.selectors import UsageFilter, default_date_range, usage_records, usage_summary, user_id_for_username
-from gateway.auth import Principal
+from core.principal import Principal
 from gateway.errors import InvalidRequest, PermissionError_
 from gateway.schema import ERROR
 
