@@ -40,10 +40,6 @@ def bind_request_id(request_id: str) -> None:
     _current_request_id.set(request_id)
 
 
-def current_request_id() -> str:
-    return _current_request_id.get()
-
-
 def observe_request(*, route: str, method: str, status: int, seconds: float) -> None:
     HTTP_REQUESTS.labels(route, method, str(status)).inc()
     HTTP_LATENCY.labels(route, method).observe(seconds)
