@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
+
+
+class CapFields(Protocol):
+    """The cap columns of billing's UserLimits (core sits below billing and cannot import it)."""
+
+    @property
+    def monthly_spend_cap_usd(self) -> Decimal | None: ...
+    @property
+    def monthly_token_cap(self) -> int | None: ...
+    @property
+    def monthly_image_cap(self) -> int | None: ...
+    @property
+    def monthly_video_seconds_cap(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -14,7 +28,7 @@ class Caps:
     video_seconds: int | None = None
 
     @classmethod
-    def of(cls, limits) -> Caps | None:
+    def of(cls, limits: CapFields) -> Caps | None:
         """The caps set on a UserLimits row, or None when it sets none."""
         caps = cls(
             limits.monthly_spend_cap_usd,

@@ -6,9 +6,12 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from typing import cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponseBase
 from prometheus_client import Counter, Histogram
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -23,6 +26,11 @@ HTTP_LATENCY = Histogram(
     ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+
+# The next handler of a middleware: synchronous or asynchronous, as Django's chain decides. Each
+# middleware below is asynchronous (async_mode, and marked a coroutine function) exactly when it
+# is given an asynchronous one; otherwise get_response returns the response itself.
+GetResponse = Callable[[HttpRequest], HttpResponseBase | Awaitable[HttpResponseBase]]
 
 
 def new_request_id() -> str:
@@ -57,27 +65,29 @@ class RequestIdMiddleware:
     sync_capable = True
     async_capable = True
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
-        if iscoroutinefunction(get_response):
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
             markcoroutinefunction(self)
 
-    def _begin(self, request) -> str:
-        request.request_id = new_request_id()
-        bind_request_id(request.request_id)
-        return response_request_id(request.headers.get(REQUEST_ID_HEADER), request.request_id)
+    def _begin(self, request: HttpRequest) -> str:
+        request_id = new_request_id()
+        request.request_id = request_id  # type: ignore[attr-defined]  # Pulse's own attribute; HttpRequest has none
+        bind_request_id(request_id)
+        return response_request_id(request.headers.get(REQUEST_ID_HEADER), request_id)
 
-    def __call__(self, request):
-        if iscoroutinefunction(self):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.async_mode:
             return self._acall(request)
         request_id = self._begin(request)
-        response = self.get_response(request)
+        response = cast(HttpResponseBase, self.get_response(request))  # synchronous here (see GetResponse)
         response[REQUEST_ID_HEADER] = request_id
         return response
 
-    async def _acall(self, request):
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         request_id = self._begin(request)
-        response = await self.get_response(request)
+        response = await cast(Awaitable[HttpResponseBase], self.get_response(request))
         response[REQUEST_ID_HEADER] = request_id
         return response
 
@@ -88,32 +98,33 @@ class MetricsMiddleware:
     sync_capable = True
     async_capable = True
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
-        if iscoroutinefunction(get_response):
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
             markcoroutinefunction(self)
 
-    def __call__(self, request):
-        if iscoroutinefunction(self):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.async_mode:
             return self._acall(request)
         started = time.perf_counter()
-        response = self.get_response(request)
+        response = cast(HttpResponseBase, self.get_response(request))  # synchronous here (see GetResponse)
         self._observe(request, response, started)
         return response
 
-    async def _acall(self, request):
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         started = time.perf_counter()
-        response = await self.get_response(request)
+        response = await cast(Awaitable[HttpResponseBase], self.get_response(request))
         self._observe(request, response, started)
         return response
 
     @staticmethod
-    def _observe(request, response, started: float) -> None:
+    def _observe(request: HttpRequest, response: HttpResponseBase, started: float) -> None:
         match = getattr(request, "resolver_match", None)
         route = f"/{match.route}" if match and match.route else "unmatched"
         observe_request(
             route=route,
-            method=request.method,
+            method=str(request.method),  # as prometheus_client would make it: never None in a served request
             status=response.status_code,
             seconds=time.perf_counter() - started,
         )

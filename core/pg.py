@@ -19,7 +19,8 @@ from core.shutdown import on_shutdown
 
 def is_postgresql() -> bool:
     # From settings, not connections["default"]: that lookup goes through a context-local, per call.
-    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    engine: str = settings.DATABASES["default"]["ENGINE"]
+    return engine == "django.db.backends.postgresql"
 
 
 async def _open_pool() -> AsyncConnectionPool:
@@ -32,12 +33,12 @@ async def _open_pool() -> AsyncConnectionPool:
     return pool
 
 
-def _failed_or_closed(opening: asyncio.Task) -> bool:
+def _failed_or_closed(opening: asyncio.Task[AsyncConnectionPool]) -> bool:
     return opening.done() and (opening.cancelled() or opening.exception() is not None or opening.result().closed)
 
 
 # A task, so that concurrent first callers share one pool while it opens.
-_pools: PerLoop[asyncio.Task] = PerLoop(
+_pools: PerLoop[asyncio.Task[AsyncConnectionPool]] = PerLoop(
     lambda: asyncio.get_running_loop().create_task(_open_pool()), stale=_failed_or_closed
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from django.utils import timezone
 
@@ -34,11 +35,11 @@ class Principal:
 
     id = pk
 
-    def to_cache(self) -> dict:
+    def to_cache(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_cache(cls, entry: dict) -> Principal:
+    def from_cache(cls, entry: dict[str, Any]) -> Principal:
         caps = entry.get("caps")
         return cls(
             **{

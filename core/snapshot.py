@@ -46,7 +46,8 @@ class VersionedSnapshot(Generic[T]):
 
     async def aget(self) -> T:
         if self._needs_check():
-            return await database_sync_to_async(self._refresh)()
+            value: T = await database_sync_to_async(self._refresh)()  # channels has no type hints
+            return value
         return self._value
 
     def _needs_check(self) -> bool:
@@ -58,7 +59,7 @@ class VersionedSnapshot(Generic[T]):
 
     def _shared_version(self) -> str | None:
         try:
-            version = cache.get(self.version_key)
+            version: str | None = cache.get(self.version_key)
             if version is None:
                 cache.add(self.version_key, uuid.uuid4().hex, None)
                 version = cache.get(self.version_key)
