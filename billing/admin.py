@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal, TypeVar
 
 from django.contrib import admin
-from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.options import IncorrectLookupParameters, InlineModelAdmin
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Max, Min, QuerySet
-from django.http import HttpResponseRedirect
+from django.db.models import Max, Min, Model, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 
@@ -24,8 +25,10 @@ from billing.exports import usage_csv_filename, usage_csv_response
 from billing.models import BudgetPeriod, UsageRecord, UserLimits
 from providers.models import Provider
 
+_M = TypeVar("_M", bound=Model)
 
-def planner_row_estimate(queryset: QuerySet) -> int | None:
+
+def planner_row_estimate(queryset: QuerySet[Any]) -> int | None:
     """PostgreSQL's estimate of how many rows queryset returns (EXPLAIN, no scan); None elsewhere."""
     if connections[queryset.db].vendor != "postgresql":
         return None
@@ -34,7 +37,7 @@ def planner_row_estimate(queryset: QuerySet) -> int | None:
     return int(plan["Plan"]["Plan Rows"])
 
 
-class LedgerPaginator(Paginator):
+class LedgerPaginator(Paginator[UsageRecord]):
     """A paginator that never counts a million rows.
 
     It counts exactly up to `exact_count_limit` rows (a COUNT over a LIMITed subquery: a bounded
@@ -42,6 +45,7 @@ class LedgerPaginator(Paginator):
     limit; either way `count_is_estimated` is set and the changelist says "about".
     """
 
+    object_list: QuerySet[UsageRecord]  # the changelist's queryset (a Paginator may also take a list)
     exact_count_limit = 10_000
     count_is_estimated = False
 
@@ -54,7 +58,7 @@ class LedgerPaginator(Paginator):
         return max(planner_row_estimate(self.object_list) or 0, self.exact_count_limit)
 
 
-class CalendarQuerySet(QuerySet):
+class CalendarQuerySet(QuerySet[_M]):
     """A queryset whose datetimes() lists every year, month or day between its first and last row.
 
     The admin's date hierarchy asks for the distinct years (months, days) of the changelist's rows:
@@ -63,7 +67,14 @@ class CalendarQuerySet(QuerySet):
     and shows an empty page.
     """
 
-    def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
+    # A list, not a QuerySet: the admin's date hierarchy only iterates what datetimes() returns.
+    def datetimes(  # type: ignore[override]
+        self,
+        field_name: str,
+        kind: Literal["year", "month", "week", "day", "hour", "minute", "second"],
+        order: Literal["ASC", "DESC"] = "ASC",
+        tzinfo: dt.tzinfo | None = None,
+    ) -> list[dt.datetime]:
         bounds = self.aggregate(first=Min(field_name), last=Max(field_name))
         if bounds["first"] is None:
             return []
@@ -73,7 +84,7 @@ class CalendarQuerySet(QuerySet):
         return periods if order == "ASC" else periods[::-1]
 
 
-def _calendar(first: dt.date, last: dt.date, kind: str, zone) -> Iterator[dt.datetime]:
+def _calendar(first: dt.date, last: dt.date, kind: str, zone: dt.tzinfo) -> Iterator[dt.datetime]:
     """The start of each year, month or day from first's to last's, as aware datetimes."""
     day = {"year": first.replace(month=1, day=1), "month": first.replace(day=1), "day": first}[kind]
     while day <= last:
@@ -92,28 +103,28 @@ class ProviderFilter(admin.SimpleListFilter):
     title = "provider"
     parameter_name = "provider"
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> Iterable[tuple[str, str]]:
         return [(name, name) for name in Provider.objects.order_by("name").values_list("name", flat=True)]
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset.filter(provider=self.value()) if self.value() is not None else queryset
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(admin.ModelAdmin[_M]):
     """Shown, never added, changed or deleted from the admin."""
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: _M | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: _M | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: _M | None = None) -> bool:
         return False
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(ReadOnlyAdmin):
+class UsageRecordAdmin(ReadOnlyAdmin[UsageRecord]):
     """The append-only ledger: one row per request, filterable, exportable as the finance CSV."""
 
     list_display = (
@@ -139,11 +150,11 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     paginator = LedgerPaginator
     actions = ("export_csv",)
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> CalendarQuerySet[UsageRecord]:
         records = super().get_queryset(request)
         return CalendarQuerySet(model=records.model, query=records.query, using=records.db)
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name=f"{prefix}_dashboard"),
@@ -152,10 +163,10 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         ]
 
     @admin.action(description="Export selected usage as CSV")
-    def export_csv(self, request, queryset):
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[UsageRecord]) -> StreamingHttpResponse:
         return usage_csv_response(request, queryset, filename=usage_csv_filename())
 
-    def export_view(self, request):
+    def export_view(self, request: HttpRequest) -> StreamingHttpResponse | HttpResponseRedirect:
         """The changelist's current filters, search and date drill-down, as the finance CSV."""
         if not self.has_view_permission(request):
             raise PermissionDenied
@@ -165,7 +176,7 @@ class UsageRecordAdmin(ReadOnlyAdmin):
             return HttpResponseRedirect(reverse("admin:billing_usagerecord_changelist") + "?e=1")
         return usage_csv_response(request, changelist.queryset, filename=usage_csv_filename())
 
-    def dashboard_view(self, request):
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
         form = DashboardRangeForm(request.GET or DashboardRangeForm.default_range())
@@ -183,7 +194,7 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 
 
 @admin.register(BudgetPeriod)
-class BudgetPeriodAdmin(ReadOnlyAdmin):
+class BudgetPeriodAdmin(ReadOnlyAdmin[BudgetPeriod]):
     """Changed only by the budget code's conditional updates; the admin shows them."""
 
     list_display = (
@@ -213,7 +224,7 @@ LIMIT_FIELDS = (
 
 
 @admin.register(UserLimits)
-class UserLimitsAdmin(admin.ModelAdmin):
+class UserLimitsAdmin(admin.ModelAdmin[UserLimits]):
     list_display = ("user", *LIMIT_FIELDS, "updated_at")
     search_fields = ("user__username",)
     list_select_related = ("user",)
@@ -222,7 +233,7 @@ class UserLimitsAdmin(admin.ModelAdmin):
     readonly_fields = ("updated_at",)
 
 
-class UserLimitsInline(admin.StackedInline):
+class UserLimitsInline(admin.StackedInline[UserLimits, Any]):
     model = UserLimits
     fields = LIMIT_FIELDS
     can_delete = True
@@ -236,10 +247,11 @@ def _add_limits_to_user_admin() -> None:
     user_model = get_user_model()
     registered = type(admin.site.get_model_admin(user_model))
 
-    class UserWithLimitsAdmin(registered):
+    # A base class chosen at run time, which mypy cannot check statically.
+    class UserWithLimitsAdmin(registered):  # type: ignore[valid-type,misc]
         inlines = (*registered.inlines, UserLimitsInline)
 
-        def get_inlines(self, request, obj):
+        def get_inlines(self, request: HttpRequest, obj: Model | None) -> Iterable[type[InlineModelAdmin[Any, Any]]]:
             # The add-user page is Django's two-step form; limits are set once the user exists.
             return super().get_inlines(request, obj) if obj else ()
 

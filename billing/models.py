@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -54,7 +55,7 @@ class UsageRecord(models.Model):
     def __str__(self) -> str:
         return f"{self.request_id} {self.model} {self.cost_usd}"
 
-    def save(self, *args, **kwargs) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
             raise ValueError("The usage ledger is append-only: record a correction as a new row.")
         super().save(*args, **kwargs)

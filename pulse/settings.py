@@ -10,9 +10,14 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+import django_stubs_ext
 import environ
 
 from pulse import config
+
+# Lets classes Django does not make generic at run time (ModelAdmin, Paginator, ...) take the type
+# parameters django-stubs gives them, e.g. `class LedgerPaginator(Paginator[UsageRecord])`.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("PULSE_VAR_DIR", default=str(BASE_DIR / "var")))
