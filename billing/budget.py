@@ -16,6 +16,7 @@ from decimal import ROUND_CEILING, Decimal
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
+from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 
 from billing.models import BudgetPeriod, UsageRecord
@@ -135,7 +136,7 @@ def _fits(caps: Caps, want: Units) -> Q:
     return condition
 
 
-def _moved(held: Units, used: Units) -> dict:
+def _moved(held: Units, used: Units) -> dict[str, CombinedExpression]:
     """The UPDATE that turns a hold into use: reserved -= held, used += used, for every counter."""
     return {
         "reserved_e8_usd": F("reserved_e8_usd") - held.e8_usd,

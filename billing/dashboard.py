@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any, TypeVar
 
 from django import forms
 from django.utils.http import urlencode
@@ -24,6 +25,9 @@ TOP_USERS = 10
 COLUMN_CHART_WIDTH, COLUMN_CHART_HEIGHT, AXIS_HEIGHT = 720, 180, 18
 ROW_CHART_WIDTH, ROW_HEIGHT, LABEL_WIDTH, VALUE_WIDTH = 720, 22, 200, 110
 
+# What a chart plots: counts, percentages or dollars. An empty chart's scale is the int 0.
+N = TypeVar("N", int, float, Decimal)
+
 
 class DashboardRangeForm(forms.Form):
     date_from = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
@@ -34,8 +38,9 @@ class DashboardRangeForm(forms.Form):
         today = dt.datetime.now(dt.UTC).date()
         return {"date_from": f"{today - dt.timedelta(days=DEFAULT_DAYS - 1):%Y-%m-%d}", "date_to": f"{today:%Y-%m-%d}"}
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data  # what Form.clean() returns (its stub also allows None, for overrides)
         date_from, date_to = cleaned.get("date_from"), cleaned.get("date_to")
         if date_from and date_to:
             if date_from > date_to:
@@ -45,8 +50,9 @@ class DashboardRangeForm(forms.Form):
         return cleaned
 
 
-def usd(value: Decimal) -> str:
-    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.6f}"
+def usd(value: Decimal | int) -> str:
+    """Cents from a dollar up, else enough places to show a fraction of a cent (an empty chart's scale is 0)."""
+    return f"${value:.6f}" if -1 < value < 1 else f"${value:,.2f}"
 
 
 def count(value: int) -> str:
@@ -57,8 +63,10 @@ def percent(value: float) -> str:
     return f"{value:.1f}%"
 
 
-def error_rate(row: dict) -> float:
-    return 100.0 * row["errors"] / row["requests"] if row["requests"] else 0.0
+def error_rate(row: dict[str, Any]) -> float:
+    errors: int = row["errors"]
+    requests: int = row["requests"]
+    return 100.0 * errors / requests if requests else 0.0
 
 
 @dataclass(frozen=True)
@@ -103,11 +111,11 @@ class Chart:
         return LABEL_WIDTH - 8
 
 
-def _ratio(value, largest) -> float:
+def _ratio(value: float | Decimal, largest: float | Decimal) -> float:
     return float(value) / float(largest) if largest else 0.0
 
 
-def column_chart(title: str, labels: Sequence[str], values: Sequence, fmt: Callable) -> Chart:
+def column_chart(title: str, labels: Sequence[str], values: Sequence[N], fmt: Callable[[N | int], str]) -> Chart:
     """One vertical bar per label (a day), scaled to the largest value."""
     largest = max(values, default=0)
     slot = COLUMN_CHART_WIDTH / max(len(values), 1)
@@ -131,7 +139,7 @@ def column_chart(title: str, labels: Sequence[str], values: Sequence, fmt: Calla
     )
 
 
-def row_chart(title: str, labels: Sequence[str], values: Sequence, fmt: Callable) -> Chart:
+def row_chart(title: str, labels: Sequence[str], values: Sequence[N], fmt: Callable[[N | int], str]) -> Chart:
     """One horizontal bar per label, largest first as given, label on the left and value on the right."""
     largest = max(values, default=0)
     plot_width = ROW_CHART_WIDTH - LABEL_WIDTH - VALUE_WIDTH
@@ -154,10 +162,10 @@ class Breakdown:
     """A chart of spend per group, with a table of all four measures beside it."""
 
     chart: Chart
-    rows: list[dict]
+    rows: list[dict[str, str]]
 
 
-def breakdown(title: str, rows: list[dict], label_key: str) -> Breakdown:
+def breakdown(title: str, rows: list[dict[str, Any]], label_key: str) -> Breakdown:
     labels = [str(row[label_key]) or "(none)" for row in rows]
     table = [
         {
@@ -175,7 +183,7 @@ def breakdown(title: str, rows: list[dict], label_key: str) -> Breakdown:
 @dataclass(frozen=True)
 class Dashboard:
     filters: UsageFilter
-    overview: dict
+    overview: dict[str, str]
     daily: list[Chart]
     by_provider: Breakdown
     by_model: Breakdown
@@ -190,7 +198,9 @@ class Dashboard:
         return urlencode(query)
 
 
-def _every_day(date_from: dt.date, date_to: dt.date, rows: list[dict]) -> tuple[list[dt.date], list[dict]]:
+def _every_day(
+    date_from: dt.date, date_to: dt.date, rows: list[dict[str, Any]]
+) -> tuple[list[dt.date], list[dict[str, Any]]]:
     """One row per day of the range, zeros for days without usage (so the chart's time axis is even)."""
     by_day = {row["day"]: row for row in rows}
     empty = {"requests": 0, "total_tokens": 0, "cost_usd": Decimal(0), "errors": 0}

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from decimal import Decimal
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
@@ -121,7 +122,7 @@ def csv_decimal(value: Decimal, places: Decimal) -> str:
     return f"{Decimal(value).quantize(places):f}"
 
 
-def usage_csv_row(values: tuple) -> list:
+def usage_csv_row(values: tuple[Any, ...]) -> list[str | int]:
     """One ledger row (the values of _FIELDS) as the CSV's cells."""
     (
         request_id,
@@ -179,7 +180,7 @@ class _Line:
         return value
 
 
-def _read_snapshot(using: str) -> AbstractContextManager:
+def _read_snapshot(using: str) -> AbstractContextManager[None]:
     """On PostgreSQL, a transaction around the export. Outside one, Django declares its server-side
     cursor WITH HOLD, and PostgreSQL then materialises the whole result (a million rows: over a
     second and a temporary file) before the first row is sent; inside one, rows stream as they are
@@ -188,7 +189,7 @@ def _read_snapshot(using: str) -> AbstractContextManager:
     return transaction.atomic(using=using) if connections[using].vendor == "postgresql" else nullcontext()
 
 
-def usage_csv_chunks(records: QuerySet[UsageRecord]) -> Iterator[bytes]:
+def usage_csv_chunks(records: QuerySet[UsageRecord]) -> Generator[bytes, None, None]:
     """The CSV of records as byte chunks of about CHUNK_BYTES, reading the database DB_CHUNK_ROWS at a time
     (a server-side cursor on PostgreSQL), so memory stays flat however many rows there are."""
     writer = csv.writer(_Line())
@@ -207,11 +208,15 @@ def usage_csv_chunks(records: QuerySet[UsageRecord]) -> Iterator[bytes]:
             yield "".join(lines).encode()
 
 
-async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    return next(chunks, None)
+
+
+async def _async_chunks(chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
     """chunks, each pulled in the request's sync thread (where its database connection lives)."""
-    pull = sync_to_async(next, thread_sensitive=True)
+    pull = sync_to_async(_next_chunk, thread_sensitive=True)
     try:
-        while (chunk := await pull(chunks, None)) is not None:
+        while (chunk := await pull(chunks)) is not None:
             yield chunk
     finally:  # also on client disconnect: release the server-side cursor
         await sync_to_async(chunks.close, thread_sensitive=True)()

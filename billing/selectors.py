@@ -13,9 +13,10 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Aggregate, BigIntegerField, Count, F, Q, QuerySet, Sum
+from django.db.models import Aggregate, BigIntegerField, Count, DecimalField, F, Q, QuerySet, Sum
 from django.db.models.functions import Cast, Round, TruncDate
 
 from billing.models import UsageRecord
@@ -53,9 +54,9 @@ def month_range(day: dt.date) -> tuple[dt.date, dt.date]:
 
 def default_date_range(date_from: dt.date | None, date_to: dt.date | None) -> tuple[dt.date, dt.date]:
     """Fill in a missing end of the range: a calendar month around the given end, or the current UTC month."""
-    if date_from is None and date_to is None:
-        return month_range(dt.datetime.now(UTC).date())
     if date_from is None:
+        if date_to is None:
+            return month_range(dt.datetime.now(UTC).date())
         return month_range(date_to)[0], date_to
     if date_to is None:
         return date_from, month_range(date_from)[1]
@@ -87,7 +88,10 @@ def _utc_day() -> TruncDate:
 
 
 def _decimal_places(column: str) -> int:
-    return UsageRecord._meta.get_field(column).decimal_places
+    field = UsageRecord._meta.get_field(column)
+    if not isinstance(field, DecimalField):
+        raise TypeError(f"UsageRecord.{column} is not a DecimalField")
+    return field.decimal_places
 
 
 def exact_decimal_sum(column: str) -> Sum:
@@ -103,7 +107,7 @@ def exact_decimal_sum(column: str) -> Sum:
 DECIMAL_SUMS = ("video_seconds", "cost_usd")
 
 
-def with_decimals(row: dict) -> dict:
+def with_decimals(row: dict[str, Any]) -> dict[str, Any]:
     """row with the exact_decimal_sum columns back in their unit, as Decimal."""
     for column in DECIMAL_SUMS:
         if column in row:
@@ -126,8 +130,8 @@ def usage_aggregates() -> dict[str, Aggregate]:
 
 @dataclass(frozen=True)
 class UsageSummary:
-    rows: list[dict]
-    totals: dict
+    rows: list[dict[str, Any]]
+    totals: dict[str, Any]
 
 
 def usage_summary(*, filters: UsageFilter, group_by: Sequence[str]) -> UsageSummary:
@@ -162,7 +166,7 @@ def dashboard_aggregates() -> dict[str, Aggregate]:
 
 def usage_breakdown(
     *, filters: UsageFilter, by: str, order_by: Sequence[str] = (), limit: int | None = None
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Requests, tokens, spend and failed requests per day, provider, model or user (largest first
     when order_by says so, e.g. ("-cost_usd",)), computed in one GROUP BY query."""
     keys = BREAKDOWNS[by]
@@ -173,6 +177,6 @@ def usage_breakdown(
     return [with_decimals(row) for row in (rows[:limit] if limit else rows)]
 
 
-def usage_overview(*, filters: UsageFilter) -> dict:
+def usage_overview(*, filters: UsageFilter) -> dict[str, Any]:
     """The dashboard's headline numbers over the whole range."""
     return with_decimals(usage_records(filters=filters).aggregate(**dashboard_aggregates()))
