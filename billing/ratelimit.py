@@ -15,12 +15,13 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis
 from django.conf import settings
 
+from core.principal import Principal
 from core.redis import shared_redis
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class LocalSlidingLog:
             return RateDecision(allowed, limit, limit - len(log), log[0] + window_s - now if log else 0.0)
 
 
-def _decision(result: list, limit: int) -> RateDecision:
+def _decision(result: Sequence[int], limit: int) -> RateDecision:
     allowed, remaining, frees_in_us = result
     return RateDecision(bool(allowed), limit, int(remaining), int(frees_in_us) / 1_000_000)
 
@@ -97,7 +98,7 @@ class RateLimiter:
         self._sync_client: redis.Redis | None = None
 
     @staticmethod
-    def _args(key: str, limit: int, window_s: float, now_us: int | None) -> tuple:
+    def _args(key: str, limit: int, window_s: float, now_us: int | None) -> tuple[str | int, ...]:
         member = uuid.uuid4().hex
         extra = [now_us] if now_us is not None else []
         return (f"pulse:ratelimit:{key}", limit, int(window_s * 1_000_000), member, *extra)
@@ -135,10 +136,10 @@ class RateLimiter:
 rate_limiter = RateLimiter()
 
 
-def user_rate(principal) -> tuple[int, float]:
+def user_rate(principal: Principal) -> tuple[int, float]:
     """(requests, window seconds) for this principal: its admin override, else RATE_LIMIT."""
     return principal.rate_limit or settings.RATE_LIMIT
 
 
-def rate_key(principal) -> str:
+def rate_key(principal: Principal) -> str:
     return f"user:{principal.user_id}"
