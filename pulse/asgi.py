@@ -20,7 +20,8 @@ from pulse.lifespan import lifespan_app  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": URLRouter([*http_consumer_routes, re_path(r"", django_asgi_app)]),
+        # Channels' URLRouter routes to ASGI apps through re_path; django-stubs types its target as a view.
+        "http": URLRouter([*http_consumer_routes, re_path(r"", django_asgi_app)]),  # type: ignore[arg-type]
         "websocket": URLRouter(websocket_routes),
         "lifespan": lifespan_app,
     }
