@@ -30,9 +30,13 @@ run: install
 test: install-dev
 	$(BIN)/python -m pytest
 
+## Lint, formatting, import layers, types (mypy, config in pyproject.toml) and missing migrations.
 lint: install-dev
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 clean:
-	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache .mypy_cache
