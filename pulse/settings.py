@@ -45,6 +45,9 @@ CSRF_TRUSTED_ORIGINS = config.comma_list(env.str("CSRF_TRUSTED_ORIGINS", default
 PORT = env.int("PORT", default=8081)
 
 INSTALLED_APPS = [
+    # First, so that its runserver wins: `manage.py runserver` then serves ASGI_APPLICATION (the
+    # Channels consumers and websockets included) for development. Production runs uvicorn.
+    "daphne",
     "pulse.admin_site.PulseAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -142,6 +145,9 @@ if REDIS_URL:
             "CONFIG": {"hosts": [REDIS_URL], "prefix": "pulse:channels"},
         }
     }
+    # django-ratelimit (the admin login) only recognises memcached and django-redis backends and
+    # warns about any other; Django's own RedisCache is just as fit: shared, and incr is atomic in Redis.
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
