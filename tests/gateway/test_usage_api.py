@@ -3,48 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
-from billing.models import UsageRecord
 from gateway.keys import api_key_create
+from tests.helpers import at, ledger_row
 
 pytestmark = pytest.mark.django_db
 UTC = dt.UTC
-_request_ids = itertools.count(1)
-
-
-def ledger_row(
-    user,
-    at: dt.datetime,
-    *,
-    model: str = "gpt-4o",
-    provider: str = "openai",
-    cost: str = "0.001",
-    input_tokens: int = 10,
-    output_tokens: int = 5,
-    **fields,
-) -> UsageRecord:
-    """One ledger row, written directly (as the gateway's metering would)."""
-    fields.setdefault("status", UsageRecord.Status.SUCCEEDED)
-    fields.setdefault("request_id", f"req_test_{next(_request_ids)}")
-    return UsageRecord.objects.create(
-        created_at=at,
-        user=user,
-        model=model,
-        provider=provider,
-        cost_usd=Decimal(cost),
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        **fields,
-    )
-
-
-def at(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import json
 import pytest
 from django.test import Client
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.error_urls")]
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.gateway.error_urls")]
 
 
 def error_of(response) -> dict:

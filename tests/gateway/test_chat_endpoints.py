@@ -3,30 +3,15 @@
 import json
 from decimal import Decimal
 
-import httpx
 import openai
 import pytest
 
 from providers.models import ModelRoute, Provider
+from tests.helpers import MESSAGES, openai_client, post, sse_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-5", "gemini": "gemini-2.5-flash"}
-MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to me"}]
-
-
-def post(gateway: str, key: str, body: dict, path: str = "/v1/chat/complete", **kwargs) -> httpx.Response:
-    return httpx.post(gateway + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10, **kwargs)
-
-
-def sse_events(response: httpx.Response) -> list[tuple[str | None, str]]:
-    events = []
-    for block in response.text.split("\n\n"):
-        if not block.strip():
-            continue
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((lines.get("event"), lines["data"]))
-    return events
 
 
 @pytest.mark.parametrize("provider", MODELS)
@@ -87,10 +72,6 @@ def test_chat_complete_streams_deltas_then_done_with_usage(gateway, live_key, fa
     assert done["usage"] == {"input_tokens": 7, "output_tokens": 4, "total_tokens": 11}
     assert done["finish_reason"] == "stop" and done["provider"] == provider
     assert Decimal(done["cost_usd"]) > 0
-
-
-def openai_client(gateway: str, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway}/v1", api_key=key, max_retries=0, timeout=10)
 
 
 def test_official_openai_sdk_non_streaming(gateway, live_key, fake_providers):

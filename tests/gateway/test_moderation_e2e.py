@@ -14,7 +14,7 @@ from gateway.models import BlockedTerm, ModerationEvent
 from gateway.moderation.hooks.blocklist import reset_blocklist
 from gateway.moderation.hooks.openai_moderation import provider_snapshot
 from providers.models import ModelRoute
-from tests.test_chat_endpoints import openai_client, post
+from tests.helpers import openai_client, post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from tests.test_chat_endpoints import MESSAGES, post
+from tests.helpers import MESSAGES, post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from billing.admin import LedgerPaginator, planner_row_estimate
 from billing.models import BudgetPeriod, UsageRecord, UserLimits
 from providers.models import Provider
-from tests.test_usage_api import at, ledger_row
+from tests.helpers import at, ledger_row
 
 pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/billing/usagerecord/"

@@ -18,7 +18,7 @@ from django.test import AsyncClient
 
 from billing import exports
 from billing.models import UsageRecord
-from tests.test_usage_api import at, ledger_row
+from tests.helpers import at, ledger_row
 
 pytestmark = pytest.mark.django_db
 HEADER = [

@@ -1,7 +1,7 @@
 """Moderation: the built-in hooks, the pipeline behind moderate_chat / moderate_texts, hook loading,
 and the two chat_pipeline pieces (fallback on a provider's refusal, the post-response check).
 
-None of these needs moderate_chat wired into the chat consumers; tests/test_moderation_e2e.py does.
+None of these needs moderate_chat wired into the chat consumers; tests/gateway/test_moderation_e2e.py does.
 """
 
 import os
@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -36,9 +35,8 @@ from providers.clients.base import ChatMessage, ChatRequest, ProviderConfig
 from providers.http import close_shared_session
 from providers.models import ModelRoute, Provider, RouteFallback
 from providers.routing import Prices, Route, arouting_table
-from tests.test_chat_endpoints import MESSAGES, post, sse_events
+from tests.helpers import MESSAGES, ROOT, post, sse_events
 
-ROOT = Path(__file__).resolve().parent.parent
 BLOCKLIST = "gateway.moderation.hooks.blocklist.BlocklistHook"
 PII = "gateway.moderation.hooks.pii.PiiHook"
 OPENAI = "gateway.moderation.hooks.openai_moderation.OpenAIModerationHook"
@@ -114,7 +112,7 @@ class NotAHook:
 
 def hooks(settings, *names: str) -> None:
     """Install these hooks the operator's way: MODERATION_HOOKS (the setting_changed signal reloads them)."""
-    settings.MODERATION_HOOKS = [f"tests.test_moderation.{name}" if "." not in name else name for name in names]
+    settings.MODERATION_HOOKS = [f"tests.gateway.test_moderation.{name}" if "." not in name else name for name in names]
 
 
 @pytest.fixture
@@ -562,7 +560,7 @@ async def test_a_hook_that_cannot_decide_fails_closed_unless_it_fails_open(setti
 
 
 async def test_custom_hook_is_loaded_from_settings(settings):
-    settings.MODERATION_HOOKS = ["tests.test_moderation.ShoutHook"]  # setting_changed reloads the hooks
+    settings.MODERATION_HOOKS = ["tests.gateway.test_moderation.ShoutHook"]  # setting_changed reloads the hooks
     with pytest.raises(ContentBlocked) as caught:
         await moderate_chat(chat("HELLO"), route=route(), principal=None, request_id="r")
     assert (caught.value.hook, caught.value.category) == ("shout", "shouting")
@@ -572,8 +570,8 @@ async def test_custom_hook_is_loaded_from_settings(settings):
     "path, message",
     [
         ("no.such.Hook", "cannot import 'no.such.Hook'"),
-        ("tests.test_moderation.Missing", "cannot import 'tests.test_moderation.Missing'"),
-        ("tests.test_moderation.NotAHook", "'tests.test_moderation.NotAHook' is not a moderation hook"),
+        ("tests.gateway.test_moderation.Missing", "cannot import 'tests.gateway.test_moderation.Missing'"),
+        ("tests.gateway.test_moderation.NotAHook", "'tests.gateway.test_moderation.NotAHook' is not a moderation hook"),
     ],
 )
 def test_a_bad_hook_path_is_refused_naming_it(path, message):

@@ -9,7 +9,7 @@ import pytest
 
 from billing.models import UsageRecord
 from providers.models import ModelRoute, RouteFallback
-from tests.test_chat_endpoints import MESSAGES, post, sse_events
+from tests.helpers import MESSAGES, post, sse_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,7 +8,7 @@ import pytest
 
 from providers.breaker import breaker
 from providers.models import ModelRoute, Provider, RouteFallback
-from tests.test_chat_endpoints import MESSAGES, post, sse_events
+from tests.helpers import MESSAGES, post, sse_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,0 +1,48 @@
+"""The sliding-log rate limiter: exact at the window boundary, in process and in Redis."""
+
+import redis
+
+from billing.ratelimit import LocalSlidingLog, RateLimiter
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+def test_sliding_log_allows_n_in_any_window_and_not_2n_across_a_boundary():
+    now = [0.0]
+    log = LocalSlidingLog(clock=lambda: now[0])
+    results = []
+    for t in (9.0, 9.5, 9.9, 10.1, 18.9, 19.0, 19.01):
+        now[0] = t
+        results.append(log.acquire("u", 3, 10).allowed)
+    # Three at 9.x fill the window; 10.1 is still inside (a fixed window would reset at 10);
+    # 19.0 is exactly ten seconds after 9.0, so that one slot has left; 19.01 finds it taken again.
+    assert results == [True, True, True, False, False, True, False]
+
+
+def test_decision_headers_say_when_a_slot_frees():
+    now = [100.0]
+    log = LocalSlidingLog(clock=lambda: now[0])
+    log.acquire("u", 1, 60)
+    now[0] = 130.2
+    decision = log.acquire("u", 1, 60)
+    assert not decision.allowed
+    assert decision.headers() == {
+        "X-RateLimit-Limit": "1",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": "30",
+        "Retry-After": "30",
+    }
+
+
+async def test_redis_sliding_log_matches_at_the_boundary(settings):
+    settings.REDIS_URL = REDIS_URL
+    limiter = RateLimiter()
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    await client.delete("pulse:ratelimit:boundary")
+    second = 1_000_000
+    allowed = [
+        (await limiter.acquire("boundary", 3, 10, now_us=int(t * second))).allowed
+        for t in (9.0, 9.5, 9.9, 10.1, 18.9, 19.0, 19.01)
+    ]
+    assert allowed == [True, True, True, False, False, True, False]
+    await client.aclose()
