@@ -93,22 +93,29 @@ def _decision(result: Sequence[int], limit: int) -> RateDecision:
 
 
 class RateLimiter:
-    def __init__(self) -> None:
-        self.local = LocalSlidingLog()
+    def __init__(self, clock: Callable[[], int] | None = None) -> None:
+        """clock: the time in microseconds. None (production) times Redis's windows by Redis's own
+        clock, one clock for every worker, and the in-process log by time.monotonic."""
+        self.clock = clock
+        self.reset()
         self._sync_client: redis.Redis | None = None
 
-    @staticmethod
-    def _args(key: str, limit: int, window_s: float, now_us: int | None) -> tuple[str | int, ...]:
-        member = uuid.uuid4().hex
-        extra = [now_us] if now_us is not None else []
-        return (f"pulse:ratelimit:{key}", limit, int(window_s * 1_000_000), member, *extra)
+    def reset(self) -> None:
+        """Forget the in-process log (tests start each case afresh); what Redis holds is left alone."""
+        clock = self.clock
+        self.local = LocalSlidingLog() if clock is None else LocalSlidingLog(clock=lambda: clock() / 1_000_000)
 
-    async def acquire(self, key: str, limit: int, window_s: float, *, now_us: int | None = None) -> RateDecision:
-        """Count one request for key; allowed=False means refuse it. now_us is for tests only."""
+    def _args(self, key: str, limit: int, window_s: float) -> tuple[str | int, ...]:
+        member = uuid.uuid4().hex
+        now_us = [self.clock()] if self.clock is not None else []  # ARGV[4]; absent: the script asks Redis
+        return (f"pulse:ratelimit:{key}", limit, int(window_s * 1_000_000), member, *now_us)
+
+    async def acquire(self, key: str, limit: int, window_s: float) -> RateDecision:
+        """Count one request for key; allowed=False means refuse it."""
         client = shared_redis()
         if client is None:
             return self.local.acquire(key, limit, window_s)
-        name, *args = self._args(key, limit, window_s, now_us)
+        name, *args = self._args(key, limit, window_s)
         try:
             return _decision(await client.eval(SLIDING_LOG, 1, name, *args), limit)
         except redis.RedisError:
@@ -126,7 +133,7 @@ class RateLimiter:
             return self.local.acquire(key, limit, window_s)
         if self._sync_client is None:
             self._sync_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-        name, *args = self._args(key, limit, window_s, None)
+        name, *args = self._args(key, limit, window_s)
         try:
             return _decision(self._sync_client.eval(SLIDING_LOG, 1, name, *args), limit)
         except redis.RedisError:

@@ -188,3 +188,25 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="pulse"'
+
+
+# --- per-worker state, for tests that stand in for a fresh or another worker -------------------
+def reset_key_cache() -> None:
+    """Forget every key this worker holds in memory, as a freshly started worker would have none.
+    The shared cache and the database are left alone."""
+    _local.clear()
+
+
+def reset_last_used_marks() -> None:
+    """Forget when this worker last recorded each key's use: its next use is written again."""
+    _last_recorded_use.clear()
+
+
+def copy_local_key_cache() -> dict[str, tuple[float, Principal | None]]:
+    """A copy of the keys this worker holds in memory (with when each was looked up)."""
+    return dict(_local)
+
+
+def restore_local_key_cache(entries: Mapping[str, tuple[float, Principal | None]]) -> None:
+    """Hold these entries (from copy_local_key_cache) again, as a worker that has not looked since would."""
+    _local.update(entries)

@@ -151,3 +151,8 @@ def routing_table() -> RoutingTable:
 
 async def arouting_table() -> RoutingTable:
     return await _table.aget()
+
+
+def reset_routing_table() -> None:
+    """Forget this worker's copy of the table: the next lookup loads it afresh (tests, between cases)."""
+    _table.reset()

@@ -5,11 +5,11 @@ from django.conf import settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from billing.ratelimit import LocalSlidingLog, rate_limiter
-from gateway import auth
+from billing.ratelimit import rate_limiter
+from gateway.auth import reset_key_cache, reset_last_used_marks
 from gateway.keys import api_key_create
-from providers import routing
 from providers.breaker import breaker
+from providers.routing import reset_routing_table
 from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI
 from tests.live import LiveGateway
 
@@ -27,13 +27,13 @@ def pytest_configure(config):
 def _fresh_caches():
     """Each test starts with empty shared and per-worker caches."""
     cache.clear()
-    auth._local.clear()
-    auth._last_recorded_use.clear()
-    routing._table.reset()
+    reset_key_cache()
+    reset_last_used_marks()
+    reset_routing_table()
     breaker.reset()
-    rate_limiter.local = LocalSlidingLog()
+    rate_limiter.reset()
     yield
-    auth._local.clear()
+    reset_key_cache()
 
 
 @pytest.fixture

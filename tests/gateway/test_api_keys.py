@@ -87,11 +87,11 @@ def test_revocation_reaches_another_worker_within_its_local_cache_interval(
     key, raw_key = api_key
     client = client_for(raw_key)
     assert client.get("/v1/models").status_code == 200
-    other_worker_copy = dict(auth._local)
+    other_worker_copy = auth.copy_local_key_cache()
 
     with django_capture_on_commit_callbacks(execute=True):
         api_key_revoke(key=key)
-    auth._local.update(other_worker_copy)  # a worker that has not looked since
+    auth.restore_local_key_cache(other_worker_copy)  # a worker that has not looked since
     assert client.get("/v1/models").status_code == 200  # still inside its local interval
 
     # Patch the module's clock only: the global time.monotonic also drives the live servers' threads.
@@ -136,7 +136,7 @@ def test_authenticated_request_reads_no_database_row_for_auth_once_warm(api, dja
 
 def test_shared_cache_serves_a_second_worker_without_the_database(api, django_assert_num_queries):
     assert api.get("/v1/models").status_code == 200
-    auth._local.clear()  # a fresh worker process: nothing local, the shared cache has it
+    auth.reset_key_cache()  # a fresh worker process: nothing local, the shared cache has it
     with django_assert_num_queries(0):
         assert api.get("/v1/models").status_code == 200
 
