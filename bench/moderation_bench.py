@@ -1,8 +1,8 @@
-"""Moderation hot-path benchmark: microseconds per moderate_chat call, allow case.
+"""Moderation hot-path benchmark: microseconds per moderate_prompt call, allow case.
 
     .venv/bin/python bench/moderation_bench.py [--calls 20000] [--terms 200] [--regexes 5]
 
-Times moderate_chat on a four-message chat (system, user, assistant, user; about 130
+Times moderate_prompt on a four-message chat (system, user, assistant, user; about 130
 words), one call at a time on a uvloop event loop as the chat consumer runs it:
   1. a route with moderation off (the floor);
   2. each default hook alone, then the default hooks (blocklist with --terms literal terms
@@ -41,8 +41,9 @@ from django.core.management import call_command  # noqa: E402
 
 from gateway.chat_formats import ChatCall  # noqa: E402
 from gateway.models import BlockedTerm  # noqa: E402
-from gateway.moderation.pipeline import moderate_chat  # noqa: E402
+from gateway.moderation.pipeline import moderate_prompt  # noqa: E402
 from gateway.moderation.registry import configure_hooks  # noqa: E402
+from gateway.pipeline import ChatCompletion  # noqa: E402
 from providers.clients.base import ChatMessage, ChatRequest, ProviderConfig  # noqa: E402
 from providers.http import close_shared_session  # noqa: E402
 from providers.models import Provider  # noqa: E402
@@ -51,31 +52,33 @@ from providers.routing import Prices, Route  # noqa: E402
 BLOCKLIST = "gateway.moderation.hooks.blocklist.BlocklistHook"
 PII = "gateway.moderation.hooks.pii.PiiHook"
 OPENAI = "gateway.moderation.hooks.openai_moderation.OpenAIModerationHook"
-CHAT = ChatCall(
-    "gpt-4o",
-    ChatRequest(
-        (
-            ChatMessage("system", "You are a helpful assistant for a travel agency. Answer briefly and politely."),
-            ChatMessage(
-                "user",
-                "I would like to plan a trip to Lisbon in early May for two adults. We like food, "
-                "museums and walking, and we would rather avoid very touristy places. What should we "
-                "see on the first two days, and which neighbourhood is best to stay in?",
+CHAT = ChatCompletion(
+    ChatCall(
+        "gpt-4o",
+        ChatRequest(
+            (
+                ChatMessage("system", "You are a helpful assistant for a travel agency. Answer briefly and politely."),
+                ChatMessage(
+                    "user",
+                    "I would like to plan a trip to Lisbon in early May for two adults. We like food, "
+                    "museums and walking, and we would rather avoid very touristy places. What should we "
+                    "see on the first two days, and which neighbourhood is best to stay in?",
+                ),
+                ChatMessage(
+                    "assistant",
+                    "For a first visit, stay in Príncipe Real or Campo de Ourique: quiet, full of good "
+                    "restaurants and close to the centre. Day one: Alfama on foot, then the tile museum. "
+                    "Day two: Belém in the morning, LX Factory in the afternoon.",
+                ),
+                ChatMessage(
+                    "user",
+                    "Great, thanks! Could you also suggest two day trips by train, and roughly what "
+                    "they cost per person in 2025?",
+                ),
             ),
-            ChatMessage(
-                "assistant",
-                "For a first visit, stay in Príncipe Real or Campo de Ourique: quiet, full of good "
-                "restaurants and close to the centre. Day one: Alfama on foot, then the tile museum. "
-                "Day two: Belém in the morning, LX Factory in the afternoon.",
-            ),
-            ChatMessage(
-                "user",
-                "Great, thanks! Could you also suggest two day trips by train, and roughly what "
-                "they cost per person in 2025?",
-            ),
+            max_tokens=200,
         ),
-        max_tokens=200,
-    ),
+    )
 )
 
 
@@ -99,10 +102,10 @@ def prepare(terms: int, regexes: int, fake_url: str, fake_key: str) -> None:
 
 async def per_call_us(calls: int, moderated_route: Route) -> float:
     for _ in range(min(calls, 200)):  # warm-up: the blocklist and provider snapshots, the connection pool
-        await moderate_chat(CHAT, route=moderated_route, principal=None, request_id="bench")
+        await moderate_prompt(CHAT, route=moderated_route, principal=None, request_id="bench")
     started = time.perf_counter()
     for _ in range(calls):
-        result = await moderate_chat(CHAT, route=moderated_route, principal=None, request_id="bench")
+        result = await moderate_prompt(CHAT, route=moderated_route, principal=None, request_id="bench")
     elapsed = time.perf_counter() - started
     assert result is CHAT, "the benchmark chat must be allowed unchanged"
     return elapsed / calls * 1e6
@@ -122,7 +125,8 @@ async def run(calls: int, terms: int, regexes: int) -> None:
         ),
     ]
     print(f"database: {settings.DATABASES['default']['ENGINE']}, redis: {settings.REDIS_URL or 'none'}")
-    print(f"chat: {len(CHAT.request.messages)} messages, {sum(len(m.content) for m in CHAT.request.messages)} chars")
+    messages = CHAT.chat.request.messages
+    print(f"chat: {len(messages)} messages, {sum(len(m.content) for m in messages)} chars")
     try:
         for label, paths, enabled, count in scenarios:
             configure_hooks(paths)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import IntegrityError, connections, transaction
@@ -38,7 +39,7 @@ class UsageEvent:
     usage_estimated: bool = False
     cost_usd: Decimal = Decimal(0)
     error_code: str = ""
-    attempts: list[dict] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
     latency_ms: int = 0
 
     @property
@@ -72,10 +73,10 @@ def _insert_sql() -> str:
     query = InsertQuery(UsageRecord, on_conflict=OnConflict.IGNORE)
     query.insert_values(_INSERT_FIELDS, [UsageRecord(request_id="", user_id=0, model="", status="")])
     [(sql, _)] = query.get_compiler(using="default").as_sql()
-    return sql
+    return str(sql)
 
 
-def _insert_params(event: UsageEvent) -> list:
+def _insert_params(event: UsageEvent) -> list[Any]:
     """The row's values as Django would send them (JSON adapted, defaults applied)."""
     connection = connections["default"]
     row = UsageRecord(**event.__dict__)

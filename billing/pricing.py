@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
+from core.modality import Modality
 from providers.clients.base import Usage
 from providers.routing import Prices
 
@@ -12,23 +13,38 @@ MILLION = Decimal(1_000_000)
 COST_QUANTUM = Decimal("0.00000001")
 
 
+def _price(price: Decimal | None, what: str) -> Decimal:
+    if price is None:  # routes without their prices are refused before any call
+        raise ValueError(f"the {what} price is not set for this route")
+    return price
+
+
 def chat_cost(usage: Usage, prices: Prices) -> Decimal:
     """USD cost of a chat call. Cached input tokens are billed as input (no discount is configured)."""
-    if not prices.covers("chat"):
-        raise ValueError("chat prices are not set for this route")  # routes without them are refused earlier
     cost = (
-        Decimal(usage.input_tokens) * prices.input_usd_per_mtok
-        + Decimal(usage.output_tokens) * prices.output_usd_per_mtok
+        Decimal(usage.input_tokens) * _price(prices.input_usd_per_mtok, "input token")
+        + Decimal(usage.output_tokens) * _price(prices.output_usd_per_mtok, "output token")
     ) / MILLION
     return cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
 
 
 def image_cost(images: int, prices: Prices) -> Decimal:
-    return (Decimal(images) * prices.usd_per_image).quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
+    cost = Decimal(images) * _price(prices.usd_per_image, "image")
+    return cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
 
 
 def video_cost(seconds: Decimal, prices: Prices) -> Decimal:
-    return (Decimal(seconds) * prices.usd_per_video_second).quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
+    cost = Decimal(seconds) * _price(prices.usd_per_video_second, "video second")
+    return cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def usage_cost(usage: Usage, prices: Prices, modality: str) -> Decimal:
+    """USD cost of what one call produced, by the unit its modality is billed in."""
+    if modality == Modality.IMAGE:
+        return image_cost(usage.images, prices)
+    if modality == Modality.VIDEO:
+        return video_cost(usage.video_seconds, prices)
+    return chat_cost(usage, prices)
 
 
 def usd_text(cost: Decimal) -> str:

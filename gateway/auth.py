@@ -19,10 +19,11 @@ from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.request import Request
 
 from core.caps import Caps
 from core.principal import Principal
-from gateway.errors import AuthenticationError
+from gateway.errors import AUTH_CHALLENGE, AuthenticationError
 from gateway.models import ApiKey, hash_api_key
 
 logger = logging.getLogger(__name__)
@@ -172,6 +173,13 @@ def record_key_use_later(principal: Principal) -> None:
         task.add_done_callback(_background.discard)
 
 
+def request_principal(request: Request) -> Principal:
+    """The principal of a DRF request that passed IsAuthenticated (views on the default permissions)."""
+    if not isinstance(request.user, Principal):
+        raise AuthenticationError("No API key: send Authorization: Bearer <key>.", code="missing_api_key")
+    return request.user
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     """DRF authentication by API key; request.user becomes the cached Principal."""
 
@@ -187,7 +195,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         return principal, principal
 
     def authenticate_header(self, request) -> str:
-        return 'Bearer realm="pulse"'
+        return AUTH_CHALLENGE
 
 
 # --- per-worker state, for tests that stand in for a fresh or another worker -------------------

@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import BindingDict
@@ -52,6 +52,8 @@ class HotPathSerializer(serializers.Serializer):
     context, nothing kept on the fields) and run on the event loop's one thread, so
     one bound set of fields serves every request.
     """
+
+    _shared_fields: ClassVar[BindingDict]
 
     @property
     def fields(self) -> BindingDict:
@@ -131,9 +133,38 @@ def sse(data: Any, event: str | None = None) -> bytes:
     return (f"event: {event}\n" if event else "").encode() + f"data: {payload}\n\n".encode()
 
 
-class PulseDialect:
-    request_serializer = ChatCompleteRequest
+class Dialect:
+    """A chat wire format: parses a request body into a ChatCall and renders answers, stream
+    chunks and mid-stream errors. Every method is a class or static method: dialects hold no state."""
 
+    @staticmethod
+    def parse(payload: Any) -> ChatCall:
+        raise NotImplementedError
+
+    @classmethod
+    def answer(cls, result: ChatResult, usage: Usage, answered: Answered, cost_usd: Decimal) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def stream_start(cls, answered: Answered, include_usage: bool) -> bytes:
+        return b""
+
+    @classmethod
+    def stream_delta(cls, delta: ChatDelta, answered: Answered, include_usage: bool) -> bytes:
+        raise NotImplementedError
+
+    @classmethod
+    def stream_end(
+        cls, finish_reason: str, usage: Usage, cost_usd: Decimal, answered: Answered, include_usage: bool
+    ) -> bytes:
+        raise NotImplementedError
+
+    @classmethod
+    def stream_error(cls, error: ApiError) -> bytes:
+        raise NotImplementedError
+
+
+class PulseDialect(Dialect):
     @staticmethod
     def parse(payload: Any) -> ChatCall:
         data = validated(ChatCompleteRequest(data=payload))
@@ -156,24 +187,20 @@ class PulseDialect:
         }
 
     @classmethod
-    def answer(cls, result: ChatResult, answered: Answered, cost_usd: Decimal) -> dict:
+    def answer(cls, result: ChatResult, usage: Usage, answered: Answered, cost_usd: Decimal) -> dict[str, Any]:
         return {
             "id": answered.request_id,
             "model": answered.model,
             "provider": answered.provider,
             "message": {"role": "assistant", "content": result.content},
             "finish_reason": result.finish_reason,
-            "usage": cls.usage(result.usage),
+            "usage": cls.usage(usage),
             "cost_usd": usd_text(cost_usd),
         }
 
     # Stream: `event: delta` frames, then one `event: done` (or `event: error`).
-    @staticmethod
-    def stream_start(answered: Answered, include_usage: bool) -> bytes:
-        return b""
-
-    @staticmethod
-    def stream_delta(delta: ChatDelta, answered: Answered, include_usage: bool) -> bytes:
+    @classmethod
+    def stream_delta(cls, delta: ChatDelta, answered: Answered, include_usage: bool) -> bytes:
         return sse({"delta": delta.content}, "delta") if delta.content else b""
 
     @classmethod
@@ -192,8 +219,8 @@ class PulseDialect:
             "done",
         )
 
-    @staticmethod
-    def stream_error(error: ApiError) -> bytes:
+    @classmethod
+    def stream_error(cls, error: ApiError) -> bytes:
         return sse(error.body(), "error")
 
 
@@ -266,9 +293,7 @@ class ChatCompletionsRequest(HotPathSerializer):
         return stops
 
 
-class OpenAIDialect:
-    request_serializer = ChatCompletionsRequest
-
+class OpenAIDialect(Dialect):
     @staticmethod
     def parse(payload: Any) -> ChatCall:
         data = validated(ChatCompletionsRequest(data=payload))
@@ -306,12 +331,12 @@ class OpenAIDialect:
         }
 
     @classmethod
-    def answer(cls, result: ChatResult, answered: Answered, cost_usd: Decimal) -> dict:
+    def answer(cls, result: ChatResult, usage: Usage, answered: Answered, cost_usd: Decimal) -> dict[str, Any]:
         message = {"role": "assistant", "content": result.content, "refusal": None}
         return {
             **cls._envelope(answered, "chat.completion"),
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": result.finish_reason}],
-            "usage": cls.usage(result.usage),
+            "usage": cls.usage(usage),
         }
 
     @classmethod
@@ -341,8 +366,8 @@ class OpenAIDialect:
             end += sse({**cls._envelope(answered, "chat.completion.chunk"), "choices": [], "usage": cls.usage(usage)})
         return end + sse("[DONE]")
 
-    @staticmethod
-    def stream_error(error: ApiError) -> bytes:
+    @classmethod
+    def stream_error(cls, error: ApiError) -> bytes:
         # A data payload with an "error" key: the OpenAI SDKs raise it as an APIError.
         return sse(error.body())
 

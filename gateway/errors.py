@@ -57,8 +57,16 @@ class InvalidRequest(ApiError):
     pass
 
 
+# The challenge every 401 carries (RFC 9110): how to authenticate.
+AUTH_CHALLENGE = 'Bearer realm="pulse"'
+
+
 class AuthenticationError(ApiError):
     status, type, code = 401, "authentication_error", "invalid_api_key"
+
+    def __init__(self, message: str, **kwargs: Any):
+        kwargs["headers"] = {"WWW-Authenticate": AUTH_CHALLENGE, **(kwargs.get("headers") or {})}
+        super().__init__(message, **kwargs)
 
 
 class PermissionError_(ApiError):
@@ -98,7 +106,7 @@ def _drf_error(exc: drf.APIException) -> ApiError:
             code = specific
         return AuthenticationError(str(exc.detail), code=code)
     if isinstance(exc, drf.Throttled):
-        headers = {"Retry-After": str(max(1, math.ceil(exc.wait or 1)))}
+        headers = {"Retry-After": str(max(1, math.ceil(exc.wait or 1)))}  # type: ignore[attr-defined]  # set in __init__, missing from the stubs
         return ApiError(
             str(exc.detail), status=429, type="rate_limit_error", code="rate_limit_exceeded", headers=headers
         )
@@ -154,10 +162,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
     error = as_api_error(exc)
     if error.status >= 500:
         logger.error("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
-    response = Response(error.body(), status=error.status, headers=error.headers)
-    if isinstance(exc, (drf.NotAuthenticated, drf.AuthenticationFailed)):
-        response["WWW-Authenticate"] = 'Bearer realm="pulse"'
-    return response
+    return Response(error.body(), status=error.status, headers=error.headers)
 
 
 def json_error_response(error: ApiError) -> JsonResponse:

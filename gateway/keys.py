@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -19,7 +19,7 @@ def new_key_material() -> tuple[str, dict[str, str]]:
     return raw_key, {"prefix": raw_key[:VISIBLE_PREFIX_LENGTH], "key_hash": hash_api_key(raw_key)}
 
 
-def api_key_create(*, user: AbstractBaseUser, name: str = "", expires_at: datetime | None = None) -> tuple[ApiKey, str]:
+def api_key_create(*, user: User, name: str = "", expires_at: datetime | None = None) -> tuple[ApiKey, str]:
     """A new key for user. The raw key is in the return value only."""
     raw_key, stored = new_key_material()
     return ApiKey.objects.create(user=user, name=name, expires_at=expires_at, **stored), raw_key

@@ -1,11 +1,13 @@
-"""Channels routes: the hot-path HTTP consumers (and, in a later issue, the chat WebSocket)."""
+"""Channels routes: the hot-path HTTP consumers (and, in a later issue, the chat WebSocket).
+Each consumer's path is its own `path` attribute, the one definition routing and the schema share."""
 
-from django.urls import path
+from typing import Any
 
-from gateway.consumers import ChatCompletionsConsumer, ChatConsumer
+from django.urls import URLPattern, path
 
-http_consumer_routes = [
-    path("v1/chat/complete", ChatConsumer.as_asgi()),
-    path("v1/chat/completions", ChatCompletionsConsumer.as_asgi()),
+from gateway.consumers import CHAT_CONSUMERS
+
+http_consumer_routes: list[URLPattern] = [
+    path(consumer.path.removeprefix("/"), consumer.as_asgi()) for consumer in CHAT_CONSUMERS
 ]
-websocket_routes: list = []
+websocket_routes: list[Any] = []

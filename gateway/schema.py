@@ -14,6 +14,7 @@ from rest_framework import serializers
 from rest_framework.views import APIView
 
 from gateway.chat_formats import ChatCompleteRequest, ChatCompleteResponse, ChatCompletionsRequest, OpenAIContent
+from gateway.consumers import ChatCompletionsConsumer, ChatConsumer
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -91,7 +92,7 @@ class ChatCompletionsDoc(APIView):
 
 
 urlpatterns = [
-    path("v1/chat/complete", ChatCompleteDoc.as_view()),
-    path("v1/chat/completions", ChatCompletionsDoc.as_view()),
+    path(ChatConsumer.path.removeprefix("/"), ChatCompleteDoc.as_view()),
+    path(ChatCompletionsConsumer.path.removeprefix("/"), ChatCompletionsDoc.as_view()),
     path("", include("pulse.urls")),
 ]

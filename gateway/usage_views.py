@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from billing import exports
 from billing.selectors import UsageFilter, default_date_range, usage_records, usage_summary, user_id_for_username
 from core.principal import Principal
+from gateway.auth import request_principal
 from gateway.errors import InvalidRequest, PermissionError_
 from gateway.schema import ERROR
 
@@ -101,12 +102,13 @@ class UsageRowSerializer(serializers.Serializer):
 
 
 class UsageTotalsSerializer(UsageRowSerializer):
-    day = None
-    model = None
+    # DRF's way to drop inherited fields: totals are over every day and model.
+    day = None  # type: ignore[assignment]
+    model = None  # type: ignore[assignment]
 
 
 class UsageReportSerializer(serializers.Serializer):
-    data = UsageRowSerializer(many=True)
+    data = UsageRowSerializer(many=True)  # type: ignore[assignment]  # a field named like Serializer.data: schema only
     totals = UsageTotalsSerializer()
     to = serializers.DateField()
 
@@ -130,7 +132,7 @@ class UsageView(APIView):
         query = UsageSummaryQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        filters = usage_filter(request.user, params, all_users_by_default=False)
+        filters = usage_filter(request_principal(request), params, all_users_by_default=False)
         summary = usage_summary(filters=filters, group_by=params["group_by"].split(","))
         report = {"data": summary.rows, "totals": summary.totals, "from": filters.date_from, "to": filters.date_to}
         return Response(UsageReportSerializer(report).data)
@@ -166,7 +168,7 @@ class UsageExportView(APIView):
     def get(self, request: Request) -> StreamingHttpResponse:
         query = UsageFilterQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        filters = usage_filter(request.user, query.validated_data, all_users_by_default=True)
+        filters = usage_filter(request_principal(request), query.validated_data, all_users_by_default=True)
         return exports.usage_csv_response(
             request,
             usage_records(filters=filters),

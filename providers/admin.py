@@ -1,11 +1,15 @@
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from providers.models import ModelRoute, Provider, RouteFallback
 from providers.secrets import mask_secret
 
 
-class ProviderForm(forms.ModelForm):
+class ProviderForm(forms.ModelForm[Provider]):
     base_url = forms.URLField(
         max_length=500, assume_scheme="https", help_text=Provider._meta.get_field("base_url").help_text
     )
@@ -20,13 +24,15 @@ class ProviderForm(forms.ModelForm):
         model = Provider
         fields = ("name", "kind", "base_url", "api_key", "connect_timeout_s", "read_timeout_s", "enabled")
 
-    def save(self, commit=True):
+    def save(self, commit: bool = True) -> Provider:
         if self.cleaned_data.get("api_key"):
             self.instance.api_key = self.cleaned_data["api_key"]
         return super().save(commit)
 
 
-def set_enabled(modeladmin, request, queryset, enabled: bool) -> None:
+def set_enabled(
+    modeladmin: admin.ModelAdmin[Any], request: HttpRequest, queryset: QuerySet[Any], enabled: bool
+) -> None:
     # save() per row rather than update(): the save signal tells every worker's routing table.
     for obj in queryset:
         obj.enabled = enabled
@@ -35,7 +41,7 @@ def set_enabled(modeladmin, request, queryset, enabled: bool) -> None:
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(admin.ModelAdmin[Provider]):
     form = ProviderForm
     list_display = ("name", "kind", "base_url", "api_key_status", "enabled", "updated_at")
     list_filter = ("kind", "enabled")
@@ -51,15 +57,15 @@ class ProviderAdmin(admin.ModelAdmin):
             return str(exc)
 
     @admin.action(description="Enable selected providers")
-    def enable_providers(self, request, queryset):
+    def enable_providers(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
         set_enabled(self, request, queryset, True)
 
     @admin.action(description="Disable selected providers")
-    def disable_providers(self, request, queryset):
+    def disable_providers(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
         set_enabled(self, request, queryset, False)
 
 
-class RouteFallbackInline(admin.TabularInline):
+class RouteFallbackInline(admin.TabularInline[RouteFallback, ModelRoute]):
     model = RouteFallback
     fk_name = "route"
     extra = 0
@@ -68,7 +74,7 @@ class RouteFallbackInline(admin.TabularInline):
 
 
 @admin.register(ModelRoute)
-class ModelRouteAdmin(admin.ModelAdmin):
+class ModelRouteAdmin(admin.ModelAdmin[ModelRoute]):
     list_display = (
         "name",
         "provider",
@@ -88,9 +94,9 @@ class ModelRouteAdmin(admin.ModelAdmin):
     actions = ("enable_routes", "disable_routes")
 
     @admin.action(description="Enable selected routes")
-    def enable_routes(self, request, queryset):
+    def enable_routes(self, request: HttpRequest, queryset: QuerySet[ModelRoute]) -> None:
         set_enabled(self, request, queryset, True)
 
     @admin.action(description="Disable selected routes")
-    def disable_routes(self, request, queryset):
+    def disable_routes(self, request: HttpRequest, queryset: QuerySet[ModelRoute]) -> None:
         set_enabled(self, request, queryset, False)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.redis import shared_redis
@@ -68,23 +69,23 @@ class CircuitBreaker:
             failures = self._failures.get(provider, 0) + 1
         else:
             async with redis.pipeline(transaction=True) as pipe:
-                failures, _ = await pipe.incr(failures_key).expire(failures_key, int(self.cooldown_s * 2) + 1).execute()
+                pipe.incr(failures_key)
+                pipe.expire(failures_key, int(self.cooldown_s * 2) + 1)
+                failures, _ = await pipe.execute()
         self._failures[provider] = failures
         if failures >= self.threshold:
             await self._open(provider, redis, failures_key, open_key)
 
-    async def _open(self, provider: str, redis, failures_key: str, open_key: str) -> None:
+    async def _open(self, provider: str, redis: Redis | None, failures_key: str, open_key: str) -> None:
         until = self.clock() + self.cooldown_s
         self._open_until[provider] = until
         self._failures[provider] = 0
         logger.warning("provider %s failing: skipped for %.0f s", provider, self.cooldown_s)
         if redis is not None:
             async with redis.pipeline(transaction=True) as pipe:
-                await (
-                    pipe.set(open_key, repr(until), px=int(self.cooldown_s * 1000) + 1000)
-                    .delete(failures_key)
-                    .execute()
-                )
+                pipe.set(open_key, repr(until), px=int(self.cooldown_s * 1000) + 1000)
+                pipe.delete(failures_key)
+                await pipe.execute()
 
     async def record_success(self, provider: str) -> None:
         # Only a worker that saw failures writes: a healthy provider costs no Redis call.

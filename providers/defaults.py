@@ -9,7 +9,7 @@ model_not_priced) until an admin prices them: nothing is billed at a guess.
 from decimal import Decimal as D
 
 # (route name, provider name, upstream model ('' = the requested name), modality, prices)
-DEFAULT_ROUTES: list[tuple[str, str, str, str, dict]] = [
+DEFAULT_ROUTES: list[tuple[str, str, str, str, dict[str, D]]] = [
     ("gpt-5", "openai", "", "chat", {"input_usd_per_mtok": D("1.25"), "output_usd_per_mtok": D("10")}),
     ("gpt-5-mini", "openai", "", "chat", {"input_usd_per_mtok": D("0.25"), "output_usd_per_mtok": D("2")}),
     ("gpt-4.1", "openai", "", "chat", {"input_usd_per_mtok": D("2"), "output_usd_per_mtok": D("8")}),

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from core.modality import Modality
+from providers.clients.base import ProviderConfig
 from providers.secrets import decrypt_secret, encrypt_secret
 
 
@@ -43,6 +44,17 @@ class Provider(models.Model):
     @api_key.setter
     def api_key(self, value: str) -> None:
         self.api_key_encrypted = encrypt_secret(value)
+
+    def config(self) -> ProviderConfig:
+        """The provider as the clients see it: key decrypted, base URL without a trailing slash."""
+        return ProviderConfig(
+            self.name,
+            self.kind,
+            self.base_url.rstrip("/"),
+            self.api_key,
+            self.connect_timeout_s,
+            self.read_timeout_s,
+        )
 
 
 class ModelRoute(models.Model):

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from core.modality import Modality
 from core.snapshot import VersionedSnapshot
 from providers.clients.base import ProviderConfig
 from providers.models import ModelRoute
@@ -32,10 +33,10 @@ class Prices:
     def covers(self, modality: str) -> bool:
         """Whether every price this modality is billed by is set."""
         needed = {
-            "chat": (self.input_usd_per_mtok, self.output_usd_per_mtok),
-            "image": (self.usd_per_image,),
-            "video": (self.usd_per_video_second,),
-        }[modality]
+            Modality.CHAT: (self.input_usd_per_mtok, self.output_usd_per_mtok),
+            Modality.IMAGE: (self.usd_per_image,),
+            Modality.VIDEO: (self.usd_per_video_second,),
+        }[Modality(modality)]
         return all(price is not None for price in needed)
 
 
@@ -92,7 +93,9 @@ class RoutingTable:
     def match(self, model: str) -> Route | None:
         return self._exact.get(model) or next((r for r in self._patterns if r.matches(model)), None)
 
-    def candidates(self, model: str, extra_fallbacks: Sequence[str] = (), modality: str = "chat") -> list[Candidate]:
+    def candidates(
+        self, model: str, extra_fallbacks: Sequence[str] = (), modality: str = Modality.CHAT
+    ) -> list[Candidate]:
         """Candidates in order, skipping repeats and anything disabled; [] when model has no usable route."""
         primary = self.match(model)
         if primary is None or not primary.enabled or primary.modality != modality:
@@ -112,7 +115,7 @@ class RoutingTable:
 
 def _route_from_row(row: ModelRoute) -> Route:
     p = row.provider
-    provider = ProviderConfig(p.name, p.kind, p.base_url.rstrip("/"), p.api_key, p.connect_timeout_s, p.read_timeout_s)
+    provider = p.config()
     prices = Prices(row.input_usd_per_mtok, row.output_usd_per_mtok, row.usd_per_image, row.usd_per_video_second)
     fallbacks = tuple(step.fallback.name for step in row.fallback_steps.all())
     return Route(

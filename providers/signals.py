@@ -1,5 +1,7 @@
 """Any change to providers or routes reaches every worker's routing table."""
 
+from typing import Any
+
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
@@ -7,7 +9,7 @@ from providers.models import ModelRoute, Provider, RouteFallback
 from providers.routing import bump_routing_version
 
 
-def _bump(**kwargs) -> None:
+def _bump(**kwargs: Any) -> None:
     transaction.on_commit(bump_routing_version)
 
 

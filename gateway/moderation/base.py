@@ -13,18 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
+from core.errors import CONTENT_POLICY_VIOLATION
 from gateway.errors import ApiError
 
-ALLOW, BLOCK, REDACT = "allow", "block", "redact"
+Action = Literal["allow", "block", "redact"]
+ALLOW: Final = "allow"
+BLOCK: Final = "block"
+REDACT: Final = "redact"
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """allow; block (category, reason); or redact (the transformed text, and what was redacted)."""
 
-    action: Literal["allow", "block", "redact"]
+    action: Action
     category: str = ""
     reason: str = ""  # for the ModerationEvent and the log, never shown to the client
     text: str | None = None  # the redacted text
@@ -61,7 +65,7 @@ class HookUnavailable(Exception):
 class ContentBlocked(ApiError):
     """A hook blocked the request: 400 content_policy_violation naming the category."""
 
-    status, type, code = 400, "invalid_request_error", "content_policy_violation"
+    status, type, code = 400, "invalid_request_error", CONTENT_POLICY_VIOLATION
 
     def __init__(self, *, category: str, hook: str, reason: str, param: str | None, answer: bool = False):
         what = "The answer was withheld" if answer else "The request was blocked"
@@ -71,9 +75,6 @@ class ContentBlocked(ApiError):
         self.category = category
         self.hook = hook
         self.reason = reason
-        # Set by chat_pipeline when the provider's answer (not the prompt) was blocked:
-        # the ChatOutcome, so that the caller can still bill what the provider charged.
-        self.outcome: object | None = None
 
 
 class ModerationUnavailable(ApiError):

@@ -1,6 +1,6 @@
-"""The moderation pipeline: every entry point (chat now; images, video and websockets later)
-passes its texts through `moderate_texts` after authentication and limits, before any
-provider is called.
+"""The moderation pipeline: every request's prompt passes through `moderate_prompt` (called by
+the request pipeline, gateway.pipeline) after authentication and limits, before any provider
+is called.
 
 Hooks run in MODERATION_HOOKS order, each on the texts as the previous ones left them
 (a redaction is what later hooks and the provider see). The first block ends the request:
@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from dataclasses import dataclass
+from typing import Protocol, Self, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
 from core.principal import Principal
-from gateway.chat_formats import ChatCall
 from gateway.errors import ApiError
 from gateway.moderation.base import BLOCK, REDACT, ContentBlocked, ModerationUnavailable, Verdict
 from gateway.moderation.registry import LoadedHook, active_hooks
@@ -139,29 +138,25 @@ async def moderate_texts(
     return await run_hooks(texts, params, Context(route, principal, request_id))
 
 
-@lru_cache(maxsize=64)
-def _message_params(count: int) -> tuple[str, ...]:
-    return tuple(f"messages.{index}.content" for index in range(count))
+class Prompted(Protocol):
+    """Anything with a prompt to screen: the pipeline's operations (chat, image, video)."""
+
+    def prompt(self) -> tuple[list[str], Sequence[str]]: ...
+
+    def with_prompt(self, texts: list[str]) -> Self: ...
 
 
-async def moderate_chat(
-    call: ChatCall, *, route: Route | None, principal: Principal | None, request_id: str
-) -> ChatCall:
-    """The call unchanged, or with redacted message contents; raises like moderate_texts."""
+P = TypeVar("P", bound=Prompted)
+
+
+async def moderate_prompt(operation: P, *, route: Route | None, principal: Principal | None, request_id: str) -> P:
+    """The operation unchanged (the same object), or with its prompt texts redacted; raises like
+    moderate_texts."""
     if not moderation_applies(route):
-        return call
-    messages = call.request.messages
-    texts = [message.content for message in messages]
-    moderated = await moderate_texts(
-        texts, route=route, principal=principal, request_id=request_id, params=_message_params(len(texts))
-    )
-    if moderated == texts:
-        return call
-    redacted = tuple(
-        replace(message, content=text) if text != message.content else message
-        for message, text in zip(messages, moderated, strict=True)
-    )
-    return replace(call, request=replace(call.request, messages=redacted))
+        return operation
+    texts, params = operation.prompt()
+    moderated = await run_hooks(texts, params, Context(route, principal, request_id))
+    return operation.with_prompt(moderated)
 
 
 async def moderate_answer(text: str, *, route: Route | None, principal: Principal | None, request_id: str) -> str:

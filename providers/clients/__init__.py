@@ -1,36 +1,38 @@
-"""Chat clients, one module per upstream wire protocol, and the registry that picks one."""
+"""Provider clients, one module per upstream wire protocol, and the registry that picks one
+by Provider.kind."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from providers.clients.anthropic import AnthropicChatClient
-from providers.clients.base import ChatClient, ProviderConfig
-from providers.clients.gemini import GeminiChatClient
-from providers.clients.openai import OpenAIChatClient
+from providers.clients.anthropic import AnthropicClient
+from providers.clients.base import ProviderClient, ProviderConfig
+from providers.clients.gemini import GeminiClient
+from providers.clients.openai import OpenAIClient, OpenAICompatibleClient
 
-CHAT_CLIENTS: dict[str, type[ChatClient]] = {
-    "openai": OpenAIChatClient,
-    "openai_compatible": OpenAIChatClient,
-    "anthropic": AnthropicChatClient,
-    "gemini": GeminiChatClient,
+CLIENTS: dict[str, type[ProviderClient]] = {
+    "openai": OpenAIClient,
+    "openai_compatible": OpenAICompatibleClient,
+    "anthropic": AnthropicClient,
+    "gemini": GeminiClient,
 }
 
 
 @lru_cache(maxsize=256)
-def chat_client_for(provider: ProviderConfig) -> ChatClient:
+def client_for(provider: ProviderConfig) -> ProviderClient:
     """One client per provider config: clients hold no connection (the pool is per event
     loop), and a changed key or timeout is a new config, hence a new client."""
-    client_class = CHAT_CLIENTS.get(provider.kind)
+    client_class = CLIENTS.get(provider.kind)
     if client_class is None:
-        raise ValueError(f"provider {provider.name!r} is of kind {provider.kind!r}, which has no chat client")
+        raise ValueError(f"provider {provider.name!r} is of kind {provider.kind!r}, which has no client")
     return client_class(provider)
 
 
 __all__ = [
-    "CHAT_CLIENTS",
-    "AnthropicChatClient",
-    "GeminiChatClient",
-    "OpenAIChatClient",
-    "chat_client_for",
+    "CLIENTS",
+    "AnthropicClient",
+    "GeminiClient",
+    "OpenAIClient",
+    "OpenAICompatibleClient",
+    "client_for",
 ]

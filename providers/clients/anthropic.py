@@ -22,7 +22,7 @@ from providers.clients.base import (
     ChatResult,
     Usage,
 )
-from providers.clients.http_client import HttpChatClient, error_object, set_fields
+from providers.clients.http_client import HttpProviderClient, error_object, set_fields
 
 ANTHROPIC_VERSION = "2023-06-01"
 # The gateway normally fills max_tokens from the route; the API refuses a request without it.
@@ -97,7 +97,7 @@ class MessageStream:
         return ChatDelta(finish_reason=stop_reason(self.stop_reason), usage=anthropic_usage(self.counts))
 
 
-class AnthropicChatClient(HttpChatClient):
+class AnthropicClient(HttpProviderClient):
     def headers(self) -> dict[str, str]:
         return {"x-api-key": self.provider.api_key, "anthropic-version": ANTHROPIC_VERSION}
 

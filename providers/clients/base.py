@@ -1,6 +1,10 @@
-"""The shape every provider client shares: Pulse's normalised chat request and answer,
-one error type that says whether another candidate may be tried, and the small
-base class that owns the pooled HTTP session and the timeouts.
+"""The shape every provider client shares: Pulse's normalised requests and answers (chat,
+images, video), one error type that says whether another candidate may be tried, and the
+small base class that owns the pooled HTTP session and the timeouts.
+
+A client implements the capabilities its provider has (`complete`, `stream`,
+`generate_image`, `start_video` / `poll_video` / `cancel_video`); the others answer
+`unsupported_capability`, which the pipeline treats like any provider that cannot serve.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -62,10 +67,14 @@ class ChatRequest:
 
 @dataclass
 class Usage:
+    """What a call produced, in every unit a provider bills by: tokens for chat, images, video seconds."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
+    images: int = 0
+    video_seconds: Decimal = Decimal(0)
     estimated: bool = False  # True when the provider never reported usage (e.g. a cut stream)
 
     @property
@@ -91,6 +100,49 @@ class ChatDelta:
     usage: Usage | None = None
 
 
+@dataclass(frozen=True)
+class ImageRequest:
+    prompt: str
+    count: int = 1
+    size: str | None = None  # "1024x1024", for providers that take pixel sizes
+    aspect_ratio: str | None = None  # "16:9", for providers that take ratios
+
+
+@dataclass(frozen=True)
+class MediaOutput:
+    """One generated file: its bytes, or a URL the provider serves it at."""
+
+    content_type: str
+    data: bytes | None = field(default=None, repr=False)
+    url: str | None = None
+
+
+@dataclass
+class ImageResult:
+    images: list[MediaOutput]
+    upstream_model: str
+    usage: Usage  # images delivered (and tokens, for providers that also bill those)
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    prompt: str
+    duration_s: int
+    aspect_ratio: str | None = None
+    resolution: str | None = None
+
+
+@dataclass
+class VideoOperation:
+    """A long-running generation at the provider: started, then polled until done."""
+
+    upstream_id: str
+    upstream_model: str
+    done: bool = False
+    outputs: list[MediaOutput] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)  # video seconds delivered, once done
+
+
 @dataclass
 class ProviderError(Exception):
     """Any failure talking to a provider. retryable: another candidate may be tried."""
@@ -107,8 +159,8 @@ class ProviderError(Exception):
         return f"{self.provider}: {self.message}"
 
 
-class ChatClient:
-    """Base of the per-protocol clients: subclasses implement complete() and stream()."""
+class ProviderClient:
+    """Base of the per-protocol clients; each implements the capabilities its provider has."""
 
     def __init__(self, provider: ProviderConfig):
         self.provider = provider
@@ -121,10 +173,29 @@ class ChatClient:
         return shared_session()
 
     async def complete(self, request: ChatRequest, *, model: str) -> ChatResult:
-        raise NotImplementedError
+        raise self.unsupported("chat")
 
     def stream(self, request: ChatRequest, *, model: str) -> AsyncIterator[ChatDelta]:
-        raise NotImplementedError
+        raise self.unsupported("streaming chat")
+
+    async def generate_image(self, request: ImageRequest, *, model: str) -> ImageResult:
+        raise self.unsupported("image generation")
+
+    async def start_video(self, request: VideoRequest, *, model: str) -> VideoOperation:
+        raise self.unsupported("video generation")
+
+    async def poll_video(self, operation: VideoOperation) -> VideoOperation:
+        raise self.unsupported("video generation")
+
+    async def cancel_video(self, operation: VideoOperation) -> None:
+        raise self.unsupported("canceling video generation")
+
+    def unsupported(self, capability: str) -> ProviderError:
+        # A route pointing at a provider that cannot do this is Pulse's own configuration
+        # problem, not the client's: another candidate may still serve.
+        return self.error(
+            f"{self.provider.kind} providers do not offer {capability}", retryable=True, code="unsupported_capability"
+        )
 
     def error(self, message: str, *, retryable: bool, **kwargs: Any) -> ProviderError:
         return ProviderError(message, self.provider.name, retryable, **kwargs)

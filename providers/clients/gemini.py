@@ -7,12 +7,23 @@ a finished stream from a cut one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
-from providers.clients.base import CONTENT_FILTER, LENGTH, STOP, ChatDelta, ChatRequest, ChatResult, Usage
-from providers.clients.http_client import HttpChatClient, set_fields
+from core.errors import CONTENT_POLICY_VIOLATION
+from providers.clients.base import (
+    CONTENT_FILTER,
+    LENGTH,
+    STOP,
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    ProviderError,
+    Usage,
+)
+from providers.clients.http_client import HttpProviderClient, error_object, retry_after_s, seconds, set_fields
 
 # Anything else (OTHER, MALFORMED_FUNCTION_CALL, ...) still ended the answer: STOP.
 FINISH_REASONS = {
@@ -65,9 +76,34 @@ def response_result(response: dict[str, Any], model: str) -> ChatResult:
     )
 
 
-class GeminiChatClient(HttpChatClient):
+def error_details(error: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """google.rpc.Status details: ErrorInfo, RetryInfo, BadRequest."""
+    details = error.get("details")
+    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+
+
+def retry_info_delay(error: Mapping[str, Any]) -> float | None:
+    """The RetryInfo detail ({"retryDelay": "34s"}): Gemini says how long to wait there, not in a header."""
+    for detail in error_details(error):
+        if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            return seconds(str(detail.get("retryDelay", "")).removesuffix("s"))
+    return None
+
+
+class GeminiClient(HttpProviderClient):
     def headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self.provider.api_key}
+
+    def status_error(self, status: int, body: Any, headers: Mapping[str, str]) -> ProviderError:
+        error = super().status_error(status, body, headers)
+        if status == 400 and any(d.get("reason") == "API_KEY_INVALID" for d in error_details(error_object(body))):
+            # Gemini answers a wrong key with 400: Pulse's own credentials, so another provider may serve.
+            return replace(error, retryable=True, code="upstream_auth_error")
+        return error
+
+    def retry_delay(self, headers: Mapping[str, str], error: Mapping[str, Any]) -> float | None:
+        from_headers = retry_after_s(headers)
+        return from_headers if from_headers is not None else retry_info_delay(error)
 
     def url(self, model: str, action: str) -> str:
         # Routes may hold the resource name ("models/gemini-2.5-flash") or the bare id.
@@ -101,7 +137,7 @@ class GeminiChatClient(HttpChatClient):
                 f"the provider's safety filter blocked the prompt (blockReason {reason})",
                 retryable=False,
                 status=400,
-                code="content_policy_violation",
+                code=CONTENT_POLICY_VIOLATION,
             )
 
     async def complete(self, request: ChatRequest, *, model: str) -> ChatResult:

@@ -1,4 +1,4 @@
-"""HttpChatClient: what the three JSON-over-HTTP protocols share, so that each
+"""HttpProviderClient: what the three JSON-over-HTTP protocols share, so that each
 protocol module only translates requests and answers: posting with the pooled session,
 turning transport failures and non-2xx answers into one ProviderError vocabulary, and
 reading server-sent events.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
 
-from providers.clients.base import RETRYABLE_STATUSES, ChatClient, ProviderError
+from providers.clients.base import RETRYABLE_STATUSES, ProviderClient, ProviderError
 from providers.clients.sse import sse_events
 
 T = TypeVar("T")
@@ -55,12 +55,6 @@ def error_object(body: Any) -> dict[str, Any]:
     return error if isinstance(error, dict) else {}
 
 
-def error_details(error: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """google.rpc.Status details (Gemini): ErrorInfo, RetryInfo, BadRequest."""
-    details = error.get("details")
-    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
-
-
 def seconds(value: Any) -> float | None:
     try:
         number = float(value)
@@ -79,22 +73,19 @@ def http_date_delay(value: str) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def retry_after_s(headers: Mapping[str, str], error: Mapping[str, Any]) -> float | None:
-    """The wait the provider asks for: retry-after-ms, then retry-after (seconds or an
-    HTTP date), then Gemini's RetryInfo detail ({"retryDelay": "34s"}, it sends no header)."""
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """The wait the provider asks for in its headers: retry-after-ms, then retry-after (seconds
+    or an HTTP date)."""
     if (milliseconds := seconds(headers.get("retry-after-ms"))) is not None:
         return milliseconds / 1000
     if (value := headers.get("retry-after")) is not None:
         delay = seconds(value)
         return delay if delay is not None else http_date_delay(value)
-    for detail in error_details(error):
-        if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
-            return seconds(str(detail.get("retryDelay", "")).removesuffix("s"))
     return None
 
 
-class HttpChatClient(ChatClient):
-    """A ChatClient speaking JSON over HTTP; subclasses add auth headers and the translation."""
+class HttpProviderClient(ProviderClient):
+    """A ProviderClient speaking JSON over HTTP; subclasses add auth headers and the translation."""
 
     def headers(self) -> dict[str, str]:
         raise NotImplementedError
@@ -102,21 +93,23 @@ class HttpChatClient(ChatClient):
     def endpoint(self, path: str) -> str:
         return self.provider.base_url.rstrip("/") + path
 
-    def post(self, url: str, body: dict[str, Any]) -> Any:
+    def post(self, url: str, body: dict[str, Any], timeout: aiohttp.ClientTimeout | None = None) -> Any:
         """The request, as an async context manager (aiohttp's own type is private)."""
-        return self.session.post(url, json=body, headers=self.headers(), timeout=self.timeout)
+        return self.session.post(url, json=body, headers=self.headers(), timeout=timeout or self.timeout)
 
-    async def post_json(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def post_json(
+        self, url: str, body: dict[str, Any], *, timeout: aiohttp.ClientTimeout | None = None
+    ) -> dict[str, Any]:
         """POST and return the JSON object answered; every failure is a ProviderError."""
         try:
-            async with self.post(url, body) as response:
+            async with self.post(url, body, timeout) as response:
                 await self.raise_for_status(response)
                 raw = await response.read()
         except TRANSPORT_ERRORS as exc:
             raise self.transport_error(exc) from exc
         return self.decode(raw)
 
-    async def post_events(self, url: str, body: dict[str, Any]) -> AsyncIterator[tuple[str | None, str]]:
+    async def post_events(self, url: str, body: dict[str, Any]) -> AsyncGenerator[tuple[str | None, str]]:
         """POST and yield the answer's SSE (event, data); the protocol decides where it ends.
 
         Callers wrap this in contextlib.aclosing(): leaving early must close the response.
@@ -128,7 +121,7 @@ class HttpChatClient(ChatClient):
                     yield event
         except TRANSPORT_ERRORS as exc:
             raise self.transport_error(exc) from exc
-        except (UnicodeDecodeError, HttpProcessingError) as exc:  # not UTF-8, or a line past the buffer
+        except HttpProcessingError as exc:  # a line past the read buffer (undecodable bytes are replaced)
             raise self.bad_response(f"an unreadable stream line ({type(exc).__name__})") from exc
 
     async def raise_for_status(self, response: aiohttp.ClientResponse) -> None:
@@ -142,19 +135,18 @@ class HttpChatClient(ChatClient):
 
     def status_error(self, status: int, body: Any, headers: Mapping[str, str]) -> ProviderError:
         error = error_object(body)
-        retryable = status in RETRYABLE_STATUSES
-        code = STATUS_CODES.get(status, "upstream_error")
-        if status == 400 and any(d.get("reason") == "API_KEY_INVALID" for d in error_details(error)):
-            # Gemini answers a wrong key with 400: Pulse's own credentials, so another provider may serve.
-            retryable, code = True, "upstream_auth_error"
         return self.error(
             self.upstream_message(error.get("message") or f"HTTP {status}"),
-            retryable=retryable,
+            retryable=status in RETRYABLE_STATUSES,
             status=status,
-            code=code,
-            retry_after_s=retry_after_s(headers, error),
+            code=STATUS_CODES.get(status, "upstream_error"),
+            retry_after_s=self.retry_delay(headers, error),
             details=self.upstream_codes(error),
         )
+
+    def retry_delay(self, headers: Mapping[str, str], error: Mapping[str, Any]) -> float | None:
+        """How long the provider asks us to wait; protocols that say it in the body override this."""
+        return retry_after_s(headers)
 
     def stream_error(self, error: Mapping[str, Any], *, retryable: bool = True) -> ProviderError:
         """An error event after the 200: the answer so far is incomplete."""

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
+import aiohttp
+
 from providers.clients.base import (
     CONTENT_FILTER,
     LENGTH,
@@ -21,7 +23,7 @@ from providers.clients.base import (
     ChatResult,
     Usage,
 )
-from providers.clients.http_client import HttpChatClient, error_object, set_fields
+from providers.clients.http_client import HttpProviderClient, error_object, set_fields
 
 FINISH_REASONS = {
     "stop": STOP,
@@ -72,7 +74,10 @@ def read_chunk(chunk: dict[str, Any]) -> tuple[str, str | None, Usage | None]:
     return text, choice.get("finish_reason"), usage
 
 
-class OpenAIChatClient(HttpChatClient):
+class OpenAIClient(HttpProviderClient):
+    # Current OpenAI models reject max_tokens; vLLM and Ollama only know max_tokens.
+    token_limit_field = "max_completion_tokens"
+
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.provider.api_key}"}
 
@@ -81,13 +86,11 @@ class OpenAIChatClient(HttpChatClient):
         return self.endpoint("/chat/completions")  # base_url already ends in /v1
 
     def body(self, request: ChatRequest, model: str) -> dict[str, Any]:
-        # Current OpenAI models reject max_tokens; vLLM and Ollama only know max_tokens.
-        limit = "max_completion_tokens" if self.provider.kind == "openai" else "max_tokens"
         return {
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             **set_fields(temperature=request.temperature, top_p=request.top_p, stop=list(request.stop)),
-            **set_fields(**{limit: request.max_tokens}),
+            **set_fields(**{self.token_limit_field: request.max_tokens}),
         }
 
     async def complete(self, request: ChatRequest, *, model: str) -> ChatResult:
@@ -112,3 +115,22 @@ class OpenAIChatClient(HttpChatClient):
                 finish = finish_reason(reason) if reason else finish
                 usage = chunk_usage or usage
         raise self.stream_cut()
+
+    async def moderate(self, texts: list[str], *, model: str, timeout_s: float) -> list[dict[str, Any]]:
+        """POST /moderations: one result object per text, in order."""
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        body = await self.post_json(self.endpoint("/moderations"), {"input": texts, "model": model}, timeout=timeout)
+        return self.parse(moderation_results, body, len(texts))
+
+
+class OpenAICompatibleClient(OpenAIClient):
+    """vLLM, Ollama, LiteLLM and other servers that speak the chat completions protocol."""
+
+    token_limit_field = "max_tokens"
+
+
+def moderation_results(body: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    results = body["results"]
+    if not isinstance(results, list) or len(results) != count or not all(isinstance(r, dict) for r in results):
+        raise ValueError(f"expected {count} results")
+    return results

@@ -1,7 +1,7 @@
-"""Moderation: the built-in hooks, the pipeline behind moderate_chat / moderate_texts, hook loading,
-and the two chat_pipeline pieces (fallback on a provider's refusal, the post-response check).
+"""Moderation: the built-in hooks, the pipeline behind moderate_prompt / moderate_texts, hook loading,
+and the request pipeline's two pieces (fallback on a provider's refusal, the post-response check).
 
-None of these needs moderate_chat wired into the chat consumers; tests/gateway/test_moderation_e2e.py does.
+None of these needs moderation wired into the chat consumers; tests/gateway/test_moderation_e2e.py does.
 """
 
 import os
@@ -13,10 +13,10 @@ from dataclasses import replace
 import pytest
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 
+from billing.models import UsageRecord
 from core import snapshot as moderation_snapshot
 from gateway.auth import authenticate_key
 from gateway.chat_formats import ChatCall
-from gateway.chat_pipeline import complete_chat, plan_candidates
 from gateway.models import BlockedTerm, ModerationEvent
 from gateway.moderation import pipeline as moderation_pipeline
 from gateway.moderation.base import ALLOWED, ContentBlocked, ModerationHook, ModerationUnavailable, Verdict
@@ -29,12 +29,13 @@ from gateway.moderation.hooks.blocklist import (
 )
 from gateway.moderation.hooks.openai_moderation import OpenAIModerationHook, provider_snapshot
 from gateway.moderation.hooks.pii import PiiHook
-from gateway.moderation.pipeline import moderate_chat, moderate_texts
+from gateway.moderation.pipeline import moderate_prompt, moderate_texts
 from gateway.moderation.registry import configure_hooks, load_hooks
+from gateway.pipeline import ChatCompletion, RequestContext, run
 from providers.clients.base import ChatMessage, ChatRequest, ProviderConfig
 from providers.http import close_shared_session
 from providers.models import ModelRoute, Provider, RouteFallback
-from providers.routing import Prices, Route, arouting_table
+from providers.routing import Prices, Route
 from tests.helpers import MESSAGES, ROOT, post, sse_events
 
 BLOCKLIST = "gateway.moderation.hooks.blocklist.BlocklistHook"
@@ -58,10 +59,10 @@ def route(name: str = "gpt-4o", **flags) -> Route:
     return Route(name, provider, True, True, "", "chat", 100, 4096, Prices(), (), **flags)
 
 
-def chat(*contents: str) -> ChatCall:
+def chat(*contents: str) -> ChatCompletion:
     roles = ["system"] + ["user"] * len(contents)
     messages = tuple(ChatMessage(role, text) for role, text in zip(roles, ("Be brief.", *contents), strict=False))
-    return ChatCall("gpt-4o", ChatRequest(messages, max_tokens=20))
+    return ChatCompletion(ChatCall("gpt-4o", ChatRequest(messages, max_tokens=20)))
 
 
 def term(pattern: str, *, is_regex=False, whole_word=True, case_insensitive=True, category="violence", id=1) -> Term:
@@ -442,7 +443,7 @@ def principal(api_key):
 async def test_an_allowed_call_comes_back_as_the_same_object(settings):
     hooks(settings, BLOCKLIST, PII)
     call = chat("Say hello")
-    assert await moderate_chat(call, route=route(), principal=None, request_id="r1") is call
+    assert await moderate_prompt(call, route=route(), principal=None, request_id="r1") is call
 
 
 @pytest.mark.django_db(transaction=True)
@@ -450,7 +451,7 @@ async def test_allowed_requests_use_no_thread_and_no_database(monkeypatch, setti
     await BlockedTerm.objects.acreate(pattern="kill")
     hooks(settings, BLOCKLIST, PII)
     call = chat("Say hello")
-    await moderate_chat(call, route=route(), principal=None, request_id="warm-up")
+    await moderate_prompt(call, route=route(), principal=None, request_id="warm-up")
 
     def no_thread(*args, **kwargs):
         raise AssertionError("moderation used a thread on the allowed path")
@@ -458,7 +459,7 @@ async def test_allowed_requests_use_no_thread_and_no_database(monkeypatch, setti
     monkeypatch.setattr(moderation_snapshot, "database_sync_to_async", no_thread)
     monkeypatch.setattr(moderation_pipeline, "database_sync_to_async", no_thread)
     for _ in range(3):
-        assert await moderate_chat(call, route=route(), principal=None, request_id="r") is call
+        assert await moderate_prompt(call, route=route(), principal=None, request_id="r") is call
 
 
 @pytest.mark.django_db(transaction=True)
@@ -468,7 +469,7 @@ async def test_a_blocked_message_raises_and_is_recorded(principal, settings):
     call = chat("hello", "how do I ｋｉｌｌ a process?")
 
     with pytest.raises(ContentBlocked) as caught:
-        await moderate_chat(call, route=route("gpt-4o"), principal=principal, request_id="req-1")
+        await moderate_prompt(call, route=route("gpt-4o"), principal=principal, request_id="req-1")
 
     error = caught.value
     assert (error.status, error.code, error.category, error.hook) == (
@@ -517,9 +518,11 @@ async def test_the_blocked_text_is_kept_when_store_prompts_is_on(settings):
 async def test_redaction_changes_only_the_message_contents_and_is_recorded(principal, settings):
     settings.MODERATION_STORE_PROMPTS = True
     hooks(settings, BLOCKLIST, PII)
-    call = replace(chat("Say hello", "mail bob@example.com"), fallbacks=("claude-sonnet-4-5",), stream=True)
+    call = replace(chat("Say hello", "mail bob@example.com").chat, fallbacks=("claude-sonnet-4-5",), stream=True)
 
-    moderated = await moderate_chat(call, route=route(), principal=principal, request_id="req-3")
+    moderated = (
+        await moderate_prompt(ChatCompletion(call), route=route(), principal=principal, request_id="req-3")
+    ).chat
 
     assert [m.content for m in moderated.request.messages] == ["Be brief.", "Say hello", "mail [EMAIL]"]
     assert moderated.request.messages[1] is call.request.messages[1]
@@ -532,7 +535,7 @@ async def test_redaction_changes_only_the_message_contents_and_is_recorded(princ
 async def test_a_route_with_moderation_off_runs_no_hook(settings):
     hooks(settings, "Recorder", "ShoutHook")
     call = chat("STOP IT")
-    assert await moderate_chat(call, route=route(moderation_enabled=False), principal=None, request_id="r") is call
+    assert await moderate_prompt(call, route=route(moderation_enabled=False), principal=None, request_id="r") is call
     assert await moderate_texts(
         ["STOP"], route=route(moderation_enabled=False), principal=None, request_id="r", params=["prompt"]
     ) == ["STOP"]
@@ -562,7 +565,7 @@ async def test_a_hook_that_cannot_decide_fails_closed_unless_it_fails_open(setti
 async def test_custom_hook_is_loaded_from_settings(settings):
     settings.MODERATION_HOOKS = ["tests.gateway.test_moderation.ShoutHook"]  # setting_changed reloads the hooks
     with pytest.raises(ContentBlocked) as caught:
-        await moderate_chat(chat("HELLO"), route=route(), principal=None, request_id="r")
+        await moderate_prompt(chat("HELLO"), route=route(), principal=None, request_id="r")
     assert (caught.value.hook, caught.value.category) == ("shout", "shouting")
 
 
@@ -656,16 +659,15 @@ def test_a_refusal_on_a_route_without_the_flag_ends_the_chain(gateway, live_key,
     assert chain["gemini"].calls == 0
 
 
-async def answer_of(call: ChatCall, principal=None) -> str:
-    candidates = plan_candidates(call, await arouting_table())
-    outcome = await complete_chat(call, candidates, principal=principal, request_id="req-answer")
-    return outcome.result.content
+async def answer_of(operation: ChatCompletion, principal) -> str:
+    answer = await run(RequestContext(principal, "req-answer", "/v1/chat/complete"), operation)
+    return answer.result.content
 
 
-async def test_answers_are_not_moderated_by_default(fake_providers, own_session):
+async def test_answers_are_not_moderated_by_default(fake_providers, principal, own_session):
     await BlockedTerm.objects.acreate(pattern="kill")
     fake_providers["openai"].reply("kill the process")
-    assert await answer_of(chat("hello")) == "kill the process"
+    assert await answer_of(chat("hello"), principal) == "kill the process"
 
 
 async def test_the_post_response_check_withholds_a_blocked_answer(fake_providers, settings, principal, own_session):
@@ -677,7 +679,10 @@ async def test_the_post_response_check_withholds_a_blocked_answer(fake_providers
         await answer_of(chat("hello"), principal)
 
     assert caught.value.param is None and "answer was withheld" in caught.value.message
-    assert caught.value.outcome.result.usage.output_tokens == 3  # for billing what the provider charged
+    # Withheld, but the provider produced (and charged) it: billed, as blocked.
+    row = await UsageRecord.objects.aget(request_id="req-answer")
+    assert (row.status, row.error_code, row.output_tokens) == ("blocked", "content_policy_violation", 3)
+    assert row.cost_usd > 0
     event = await ModerationEvent.objects.aget()
     assert (event.param, event.request_id, event.user_id, event.route) == (
         "answer",
@@ -687,7 +692,7 @@ async def test_the_post_response_check_withholds_a_blocked_answer(fake_providers
     )
 
 
-async def test_the_post_response_check_redacts_an_answer(fake_providers, settings, own_session):
+async def test_the_post_response_check_redacts_an_answer(fake_providers, settings, principal, own_session):
     settings.MODERATION_CHECK_RESPONSES = True
     fake_providers["openai"].reply("write to bob@example.com")
-    assert await answer_of(chat("hello")) == "write to [EMAIL]"
+    assert await answer_of(chat("hello"), principal) == "write to [EMAIL]"

@@ -18,21 +18,23 @@ from typing import Any
 import pytest
 
 from providers.clients import (
-    CHAT_CLIENTS,
-    AnthropicChatClient,
-    GeminiChatClient,
-    OpenAIChatClient,
-    chat_client_for,
+    CLIENTS,
+    AnthropicClient,
+    GeminiClient,
+    OpenAIClient,
+    OpenAICompatibleClient,
+    client_for,
 )
 from providers.clients.anthropic import anthropic_usage
 from providers.clients.base import (
     CONTENT_FILTER,
     LENGTH,
     STOP,
-    ChatClient,
     ChatDelta,
     ChatMessage,
     ChatRequest,
+    ImageRequest,
+    ProviderClient,
     ProviderConfig,
     ProviderError,
     Usage,
@@ -88,15 +90,15 @@ class Upstream:
     def model(self) -> str:
         return self.protocol.model
 
-    def client(self, **config: Any) -> ChatClient:
+    def client(self, **config: Any) -> ProviderClient:
         return client_of(self.fake, **config)
 
 
-def client_of(fake: FakeProvider, kind: str | None = None, **config: Any) -> ChatClient:
+def client_of(fake: FakeProvider, kind: str | None = None, **config: Any) -> ProviderClient:
     """The registry's client for a fake (whose name is its provider kind) with config changes."""
     kind = kind or fake.provider
     provider = ProviderConfig(f"fake-{kind}", kind, fake.base_url, fake.api_key)
-    return chat_client_for(dataclasses.replace(provider, **config))
+    return client_for(dataclasses.replace(provider, **config))
 
 
 # ---- fixtures: each fake starts once per module and is reset per test ---------------
@@ -372,11 +374,11 @@ async def test_error_message_is_bounded_and_never_holds_the_key(oai: FakeOpenAI)
 
 
 def test_retry_after_prefers_milliseconds_then_seconds_then_an_http_date() -> None:
-    assert retry_after_s({"retry-after-ms": "250", "retry-after": "9"}, {}) == 0.25
-    assert retry_after_s({"retry-after": "3"}, {}) == 3.0
+    assert retry_after_s({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert retry_after_s({"retry-after": "3"}) == 3.0
     in_a_minute = format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
-    assert 55 <= (retry_after_s({"retry-after": in_a_minute}, {}) or 0) <= 60
-    assert retry_after_s({"retry-after": "soon"}, {}) is None
+    assert 55 <= (retry_after_s({"retry-after": in_a_minute}) or 0) <= 60
+    assert retry_after_s({"retry-after": "soon"}) is None
 
 
 def test_openai_usage_reads_details_and_tolerates_their_absence() -> None:
@@ -490,14 +492,45 @@ async def test_gemini_skips_thoughts_and_bills_them_as_output(gem: FakeGemini) -
 
 def test_registry_has_one_client_per_provider_config() -> None:
     config = ProviderConfig("local-vllm", "openai_compatible", "http://vllm:8000/v1", "none")
-    client = chat_client_for(config)
-    assert isinstance(client, OpenAIChatClient)
-    assert chat_client_for(dataclasses.replace(config)) is client
-    assert chat_client_for(dataclasses.replace(config, read_timeout_s=1.0)) is not client
-    assert CHAT_CLIENTS["anthropic"] is AnthropicChatClient
-    assert CHAT_CLIENTS["gemini"] is GeminiChatClient
+    client = client_for(config)
+    assert isinstance(client, OpenAIClient)
+    assert client_for(dataclasses.replace(config)) is client
+    assert client_for(dataclasses.replace(config, read_timeout_s=1.0)) is not client
+    assert CLIENTS["anthropic"] is AnthropicClient
+    assert CLIENTS["gemini"] is GeminiClient
+
+
+def test_openai_sends_max_completion_tokens_and_compatible_servers_max_tokens() -> None:
+    request = dataclasses.replace(HI, max_tokens=7)
+    openai = client_for(ProviderConfig("openai", "openai", "http://127.0.0.1:9/v1", "sk-x"))
+    compatible = client_for(ProviderConfig("vllm", "openai_compatible", "http://127.0.0.1:9/v1", "none"))
+    assert isinstance(compatible, OpenAICompatibleClient)
+    assert openai.body(request, "m")["max_completion_tokens"] == 7 and "max_tokens" not in openai.body(request, "m")
+    assert compatible.body(request, "m")["max_tokens"] == 7
+
+
+async def test_a_capability_the_provider_lacks_is_unsupported_and_retryable() -> None:
+    client = client_for(ProviderConfig("claude", "anthropic", "http://127.0.0.1:9", "sk-ant-x"))
+    with pytest.raises(ProviderError) as caught:
+        await client.generate_image(ImageRequest("a red fox"), model="claude-sonnet-4-5")
+    assert (caught.value.code, caught.value.retryable) == ("unsupported_capability", True)
+
+
+def test_gemini_reads_the_wait_from_retry_info_and_a_bad_key_is_pulses_own_problem() -> None:
+    client = client_for(ProviderConfig("gemini", "gemini", "http://127.0.0.1:9", "AIza-x"))
+    retry_info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "34s"}
+    throttled = client.status_error(429, {"error": {"message": "slow down", "details": [retry_info]}}, {})
+    assert throttled.retry_after_s == 34.0
+    bad_key = {"error": {"message": "API key not valid", "details": [{"reason": "API_KEY_INVALID"}]}}
+    assert (client.status_error(400, bad_key, {}).code, client.status_error(400, bad_key, {}).retryable) == (
+        "upstream_auth_error",
+        True,
+    )
+    # Another protocol's 400 with the same body is the client's own bad request.
+    openai = client_for(ProviderConfig("openai", "openai", "http://127.0.0.1:9/v1", "sk-x"))
+    assert openai.status_error(400, bad_key, {}).retryable is False
 
 
 def test_registry_refuses_a_kind_without_chat() -> None:
     with pytest.raises(ValueError, match="replicate"):
-        chat_client_for(ProviderConfig("replicate", "replicate", "https://replicate.test.invalid", "r8_x"))
+        client_for(ProviderConfig("replicate", "replicate", "https://replicate.test.invalid", "r8_x"))

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
@@ -14,7 +16,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, username: str, staff: bool, name: str, **options) -> None:
         User = get_user_model()
-        user, created = User.objects.get_or_create(**{User.USERNAME_FIELD: username})
+        lookup: dict[str, Any] = {User.USERNAME_FIELD: username}
+        user, created = User.objects.get_or_create(defaults=None, **lookup)
         if created:
             user.set_unusable_password()  # API access only until an admin sets a password
             user.save(update_fields=["password"])

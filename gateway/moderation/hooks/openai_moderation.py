@@ -2,8 +2,8 @@
 covering every text of a request.
 
 It uses the enabled provider of kind "openai" (or the one MODERATION_OPENAI_PROVIDER names),
-its base URL and key, through the shared aiohttp session and the chat clients' error
-mapping, with a short total timeout (MODERATION_OPENAI_TIMEOUT_S): every request waits on it.
+its base URL and key, through the OpenAI client (providers/clients/openai.py: its session and error
+mapping), with a short total timeout (MODERATION_OPENAI_TIMEOUT_S): every request waits on it.
 
 A text is blocked when a category's score reaches its MODERATION_OPENAI_THRESHOLDS entry;
 categories without one block when the API flags them. When the API cannot be reached or
@@ -18,14 +18,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import aiohttp
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from core.snapshot import VersionedSnapshot
 from gateway.moderation.base import ALLOWED, HookUnavailable, ModerationHook, Verdict
+from providers.clients import client_for
 from providers.clients.base import ProviderConfig, ProviderError
-from providers.clients.openai import OpenAIChatClient
+from providers.clients.openai import OpenAIClient
 from providers.routing import VERSION_KEY as ROUTING_VERSION_KEY
 
 logger = logging.getLogger(__name__)
@@ -55,34 +55,13 @@ def load_moderation_provider() -> ProviderConfig | None:
     row = providers.filter(name=name).first() if name else providers.filter(kind="openai").order_by("name").first()
     if row is None:
         return None
-    return ProviderConfig(
-        row.name, row.kind, row.base_url.rstrip("/"), row.api_key, row.connect_timeout_s, row.read_timeout_s
-    )
+    return row.config()
 
 
 # Provider edits bump the routing table's version: the same key tells this copy to reload.
 provider_snapshot: VersionedSnapshot[ProviderConfig | None] = VersionedSnapshot(
     ROUTING_VERSION_KEY, load_moderation_provider
 )
-
-
-class OpenAIModerationClient(OpenAIChatClient):
-    """The OpenAI client's auth and error mapping, pointed at /moderations."""
-
-    def __init__(self, provider: ProviderConfig, timeout_s: float):
-        super().__init__(provider)
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-
-    async def moderate(self, texts: list[str], model: str) -> list[dict[str, Any]]:
-        body = await self.post_json(self.endpoint("/moderations"), {"input": texts, "model": model})
-        return self.parse(self._results, body, len(texts))
-
-    @staticmethod
-    def _results(body: dict[str, Any], count: int) -> list[dict[str, Any]]:
-        results = body["results"]
-        if not isinstance(results, list) or len(results) != count or not all(isinstance(r, dict) for r in results):
-            raise ValueError(f"expected {count} results")
-        return results
 
 
 class OpenAIModerationHook(ModerationHook):
@@ -93,12 +72,6 @@ class OpenAIModerationHook(ModerationHook):
         self.model = settings.MODERATION_OPENAI_MODEL
         self.timeout_s = float(settings.MODERATION_OPENAI_TIMEOUT_S)
         self.thresholds = parse_thresholds(settings.MODERATION_OPENAI_THRESHOLDS)
-        self._client: OpenAIModerationClient | None = None
-
-    def client_for(self, provider: ProviderConfig) -> OpenAIModerationClient:
-        if self._client is None or self._client.provider != provider:  # a changed key or URL: a new client
-            self._client = OpenAIModerationClient(provider, self.timeout_s)
-        return self._client
 
     def verdict(self, result: Mapping[str, Any]) -> Verdict:
         scores: Mapping[str, float] = result.get("category_scores") or {}
@@ -126,9 +99,13 @@ class OpenAIModerationHook(ModerationHook):
         provider = await provider_snapshot.aget()
         if provider is None:
             raise HookUnavailable("no enabled OpenAI provider to call for moderation")
-        client = self.client_for(provider)
+        client = client_for(provider)
+        if not isinstance(client, OpenAIClient):
+            raise HookUnavailable(f"provider {provider.name} ({provider.kind}) does not speak the moderation API")
         try:
-            results = await client.moderate([texts[index] for index in asked], self.model)
+            results = await client.moderate(
+                [texts[index] for index in asked], model=self.model, timeout_s=self.timeout_s
+            )
             for index, result in zip(asked, results, strict=True):
                 verdicts[index] = client.parse(self.verdict, result)
         except ProviderError as error:

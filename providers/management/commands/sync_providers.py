@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -13,7 +15,7 @@ class Command(BaseCommand):
     )
 
     @transaction.atomic
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         for kind, conf in settings.PROVIDER_ENV.items():
             self._sync_provider(kind, conf["api_key"], conf["base_url"])
         providers = {p.name: p for p in Provider.objects.all()}

@@ -1,0 +1,248 @@
+"""What a request asks a provider to do, one class per operation: chat complete, chat stream,
+image generation, video start.
+
+The pipeline is the same for all of them; an operation supplies what differs: the modality
+(so the routes and prices that apply), the prompt texts moderation screens, the worst case
+the budget holds, the provider call, whether an answer is a refusal, and the usage billed
+(tokens for chat, images, video seconds).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from functools import lru_cache
+from typing import ClassVar, Generic, Self, TypeVar
+
+from billing.budget import estimate_tokens, worst_case_tokens
+from core.modality import Modality
+from gateway.chat_formats import ChatCall
+from providers.clients import client_for
+from providers.clients.base import (
+    CONTENT_FILTER,
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    ImageRequest,
+    ImageResult,
+    ProviderError,
+    Usage,
+    VideoOperation,
+    VideoRequest,
+)
+from providers.routing import Candidate
+
+R = TypeVar("R")
+
+
+class Operation(ABC, Generic[R]):
+    """One provider call, whichever candidate makes it; R is what a call returns."""
+
+    modality: ClassVar[str]
+    model: str  # the public model name the client asked for
+    fallbacks: tuple[str, ...] = ()  # the request's own fallback models, after the route's chain
+
+    @abstractmethod
+    def prompt(self) -> tuple[list[str], Sequence[str]]:
+        """The texts moderation screens, and the request param naming each (for a block's error)."""
+
+    @abstractmethod
+    def with_prompt(self, texts: list[str]) -> Self:
+        """This operation with the texts moderation let through (redacted); self when unchanged."""
+
+    @abstractmethod
+    def worst_case(self, candidate: Candidate) -> Usage:
+        """The most this operation can use on this candidate: what the budget holds."""
+
+    @abstractmethod
+    async def call(self, candidate: Candidate) -> R:
+        """Ask the candidate's provider; any failure is a ProviderError."""
+
+    def refused(self, result: R) -> bool:
+        """Whether the provider declined the prompt (content policy) in an otherwise normal answer."""
+        return False
+
+    async def discard(self, result: R) -> None:
+        """Release a result that will not be used (a refused stream's connection)."""
+
+    @abstractmethod
+    def usage_of(self, result: R) -> Usage:
+        """What result is billed for."""
+
+    def estimate(self, output_chars: int) -> Usage:
+        """Usage when the provider never reported any (a cut stream): marked estimated."""
+        return Usage(estimated=True)
+
+    def usage_billed(self, reported: Usage | None, output_chars: int = 0) -> Usage:
+        """The provider's usage; when it reported none (None, or the clients' Usage(estimated=True)),
+        an estimate from what was produced."""
+        return reported if reported is not None and not reported.estimated else self.estimate(output_chars)
+
+
+# --------------------------------------------------------------------------- chat
+@lru_cache(maxsize=64)
+def _message_params(count: int) -> tuple[str, ...]:
+    return tuple(f"messages.{index}.content" for index in range(count))
+
+
+@dataclass(frozen=True)
+class ChatOperation(Operation[R]):
+    chat: ChatCall
+    modality: ClassVar[str] = Modality.CHAT
+
+    # Read-only views of the call (the base class declares them as plain attributes).
+    @property
+    def model(self) -> str:  # type: ignore[override]
+        return self.chat.model
+
+    @property
+    def fallbacks(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.chat.fallbacks
+
+    def prompt(self) -> tuple[list[str], Sequence[str]]:
+        messages = self.chat.request.messages
+        return [message.content for message in messages], _message_params(len(messages))
+
+    def with_prompt(self, texts: list[str]) -> Self:
+        messages = self.chat.request.messages
+        if [message.content for message in messages] == texts:
+            return self
+        redacted = tuple(
+            replace(message, content=text) if text != message.content else message
+            for message, text in zip(messages, texts, strict=True)
+        )
+        return replace(self, chat=replace(self.chat, request=replace(self.chat.request, messages=redacted)))
+
+    def request_for(self, candidate: Candidate) -> ChatRequest:
+        """The request as sent to one candidate: the route's default max_tokens when the client gave none,
+        so every call has a bounded cost (and Anthropic, which requires it, gets one)."""
+        request = self.chat.request
+        if request.max_tokens is not None:
+            return request
+        return replace(request, max_tokens=candidate.route.default_max_tokens)
+
+    def worst_case(self, candidate: Candidate) -> Usage:
+        # UTF-8 bytes, not characters: an emoji or a rare CJK character can be several tokens, but no
+        # tokenizer makes more tokens than bytes.
+        messages = self.chat.request.messages
+        prompt_bytes = sum(len(m.content.encode()) for m in messages)
+        max_tokens = self.chat.request.max_tokens or candidate.route.default_max_tokens
+        return Usage(*worst_case_tokens(prompt_bytes, max_tokens, len(messages)))
+
+    def estimate(self, output_chars: int) -> Usage:
+        prompt_chars = sum(len(m.content) for m in self.chat.request.messages)
+        return Usage(estimate_tokens(prompt_chars), estimate_tokens(output_chars), estimated=True)
+
+
+@dataclass(frozen=True)
+class ChatCompletion(ChatOperation[ChatResult]):
+    async def call(self, candidate: Candidate) -> ChatResult:
+        client = client_for(candidate.provider)
+        return await client.complete(self.request_for(candidate), model=candidate.upstream_model)
+
+    def refused(self, result: ChatResult) -> bool:
+        return result.finish_reason == CONTENT_FILTER
+
+    def usage_of(self, result: ChatResult) -> Usage:
+        return self.usage_billed(result.usage, len(result.content))
+
+
+@dataclass
+class OpenedStream:
+    """A stream that has produced its first delta: from here on the provider is fixed."""
+
+    first: ChatDelta
+    rest: AsyncIterator[ChatDelta]
+
+    async def deltas(self) -> AsyncIterator[ChatDelta]:
+        yield self.first
+        async for delta in self.rest:
+            yield delta
+
+    async def aclose(self) -> None:
+        await self.rest.aclose()  # type: ignore[attr-defined]  # the clients' streams are async generators
+
+
+@dataclass(frozen=True)
+class ChatStreaming(ChatOperation[OpenedStream]):
+    """Opening a stream: a candidate answers once its first delta arrives (nothing has reached the
+    client yet, so a failure before then still falls back)."""
+
+    async def call(self, candidate: Candidate) -> OpenedStream:
+        deltas = client_for(candidate.provider).stream(self.request_for(candidate), model=candidate.upstream_model)
+        try:
+            first = await anext(deltas)
+        except StopAsyncIteration:
+            raise ProviderError(
+                "the stream ended before any output", candidate.provider.name, True, code="upstream_stream_cut"
+            ) from None
+        except BaseException:
+            await deltas.aclose()  # type: ignore[attr-defined]
+            raise
+        return OpenedStream(first, deltas)
+
+    def refused(self, result: OpenedStream) -> bool:
+        return result.first.finish_reason == CONTENT_FILTER and not result.first.content
+
+    async def discard(self, result: OpenedStream) -> None:
+        await result.aclose()
+
+    def usage_of(self, result: OpenedStream) -> Usage:
+        # Billed here only when a stream is refused at its start; a stream that runs is metered as it
+        # ends (gateway.pipeline.run.MeteredStream).
+        return self.usage_billed(result.first.usage, len(result.first.content))
+
+
+# --------------------------------------------------------------------------- media
+@dataclass(frozen=True)
+class MediaOperation(Operation[R]):
+    model: str
+    prompt_text: str
+    fallbacks: tuple[str, ...] = ()
+
+    def prompt(self) -> tuple[list[str], Sequence[str]]:
+        return [self.prompt_text], ("prompt",)
+
+    def with_prompt(self, texts: list[str]) -> Self:
+        [text] = texts
+        return self if text == self.prompt_text else replace(self, prompt_text=text)
+
+
+@dataclass(frozen=True)
+class ImageGeneration(MediaOperation[ImageResult]):
+    count: int = 1
+    size: str | None = None
+    aspect_ratio: str | None = None
+    modality: ClassVar[str] = Modality.IMAGE
+
+    def worst_case(self, candidate: Candidate) -> Usage:
+        return Usage(images=self.count)
+
+    async def call(self, candidate: Candidate) -> ImageResult:
+        request = ImageRequest(self.prompt_text, self.count, self.size, self.aspect_ratio)
+        return await client_for(candidate.provider).generate_image(request, model=candidate.upstream_model)
+
+    def usage_of(self, result: ImageResult) -> Usage:
+        return result.usage
+
+
+@dataclass(frozen=True)
+class VideoStart(MediaOperation[VideoOperation]):
+    """Starting a video generation; the seconds are billed when the job ends, for what was delivered."""
+
+    duration_s: int = 8
+    aspect_ratio: str | None = None
+    resolution: str | None = None
+    modality: ClassVar[str] = Modality.VIDEO
+
+    def worst_case(self, candidate: Candidate) -> Usage:
+        return Usage(video_seconds=Decimal(self.duration_s))
+
+    async def call(self, candidate: Candidate) -> VideoOperation:
+        request = VideoRequest(self.prompt_text, self.duration_s, self.aspect_ratio, self.resolution)
+        return await client_for(candidate.provider).start_video(request, model=candidate.upstream_model)
+
+    def usage_of(self, result: VideoOperation) -> Usage:
+        return result.usage  # the seconds delivered: none until the operation is done
