@@ -153,7 +153,8 @@ class ChatConsumer(AsyncHttpConsumer):
         call = self.dialect.parse(self._json(body))
         context = RequestContext(admission.principal, self.request_id, self.path)
         if call.stream:
-            return await self._stream(call, await open_stream(context, ChatStreaming(call)))
+            async with open_stream(context, ChatStreaming(call)) as stream:
+                return await self._stream(call, stream)
         answer = await run(context, ChatCompletion(call))
         answered = self._answered(call, answer.candidate)
         rendered = self.dialect.answer(answer.result, answer.usage, answered, answer.cost_usd)
@@ -205,19 +206,18 @@ class ChatConsumer(AsyncHttpConsumer):
             (b"X-Accel-Buffering", b"no"),
         ]
         dialect, include_usage = self.dialect, call.include_usage
-        async with stream:
-            await self.send_headers(status=200, headers=headers)
-            self.response_started = True
-            await self.send_body(dialect.stream_start(answered, include_usage), more_body=True)
-            try:
-                async for delta in stream:
-                    if chunk := dialect.stream_delta(delta, answered, include_usage):
-                        await self.send_body(chunk, more_body=True)
-            except StreamInterrupted as error:  # bytes already went out: no fallback, a last error event
-                await self.send_body(dialect.stream_error(error), more_body=False)
-                return 200
-            end = dialect.stream_end(stream.finish_reason, stream.usage, stream.cost_usd, answered, include_usage)
-            await self.send_body(end, more_body=False)
+        await self.send_headers(status=200, headers=headers)
+        self.response_started = True
+        await self.send_body(dialect.stream_start(answered, include_usage), more_body=True)
+        try:
+            async for delta in stream:
+                if chunk := dialect.stream_delta(delta, answered, include_usage):
+                    await self.send_body(chunk, more_body=True)
+        except StreamInterrupted as error:  # bytes already went out: no fallback, a last error event
+            await self.send_body(dialect.stream_error(error), more_body=False)
+            return 200
+        end = dialect.stream_end(stream.finish_reason, stream.usage, stream.cost_usd, answered, include_usage)
+        await self.send_body(end, more_body=False)
         return 200
 
 

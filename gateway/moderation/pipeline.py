@@ -152,10 +152,8 @@ P = TypeVar("P", bound=Prompted)
 async def moderate_prompt(operation: P, *, route: Route | None, principal: Principal | None, request_id: str) -> P:
     """The operation unchanged (the same object), or with its prompt texts redacted; raises like
     moderate_texts."""
-    if not moderation_applies(route):
-        return operation
     texts, params = operation.prompt()
-    moderated = await run_hooks(texts, params, Context(route, principal, request_id))
+    moderated = await moderate_texts(texts, route=route, principal=principal, request_id=request_id, params=params)
     return operation.with_prompt(moderated)
 
 

@@ -2,8 +2,8 @@
 
     admission = await admit(headers)                                  # key and rate limit
     context = RequestContext(admission.principal, request_id, endpoint)
-    answer = await run(context, ChatCompletion(call))                 # or ImageGeneration(...), ...
-    async with await open_stream(context, ChatStreaming(call)) as stream:
+    answer = await run(context, ChatCompletion(call))                 # or ImageGeneration(...)
+    async with open_stream(context, ChatStreaming(call)) as stream:
         async for delta in stream: ...                                # billed as it ends
 
 Modules: admission (key, rate limit), operations (what differs per operation), candidates
@@ -19,7 +19,6 @@ from gateway.pipeline.operations import (
     ChatStreaming,
     ImageGeneration,
     Operation,
-    VideoStart,
 )
 from gateway.pipeline.run import Answer, MeteredStream, StreamInterrupted, open_stream, run
 
@@ -36,7 +35,6 @@ __all__ = [
     "Operation",
     "RequestContext",
     "StreamInterrupted",
-    "VideoStart",
     "admit",
     "open_stream",
     "plan_candidates",

@@ -23,7 +23,7 @@ from core.errors import CONTENT_POLICY_VIOLATION
 from gateway.errors import ApiError, InvalidRequest, NotFound
 from gateway.pipeline.operations import Operation
 from providers.breaker import breaker
-from providers.clients.base import ProviderError
+from providers.clients.base import UNSUPPORTED_CAPABILITY, ProviderError
 from providers.routing import Candidate, RoutingTable
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ async def _usable(candidates: list[Candidate], attempts: list[Attempt]) -> Async
         yield candidate
 
 
-def _refused(candidate: Candidate, attempts: list[Attempt]) -> bool:
+def _record_refusal(candidate: Candidate, attempts: list[Attempt]) -> bool:
     """Record a refusal; True when it is the client's answer (the route does not fall back on refusals)."""
     attempts.append(
         Attempt(
@@ -176,7 +176,7 @@ def _refused(candidate: Candidate, attempts: list[Attempt]) -> bool:
 async def _failed(candidate: Candidate, error: ProviderError, attempts: list[Attempt]) -> None:
     """Record a failed call; raise the client's error unless another candidate may be tried."""
     if error.code == CONTENT_POLICY_VIOLATION:  # e.g. Gemini's blocked prompt: nothing was produced
-        if _refused(candidate, attempts):
+        if _record_refusal(candidate, attempts):
             raise refusal_error(candidate.provider.name)
         return
     attempts.append(
@@ -185,7 +185,8 @@ async def _failed(candidate: Candidate, error: ProviderError, attempts: list[Att
     logger.warning("provider call failed: %s (%s, retryable=%s)", error, error.code, error.retryable)
     if not error.retryable:
         raise client_error(error, attempts)
-    await breaker.record_failure(candidate.provider.name)
+    if error.code != UNSUPPORTED_CAPABILITY:  # a route set up wrong is not a provider failing
+        await breaker.record_failure(candidate.provider.name)
 
 
 async def try_candidates(candidates: list[Candidate], operation: Operation[R]) -> Settled[R]:
@@ -197,11 +198,14 @@ async def try_candidates(candidates: list[Candidate], operation: Operation[R]) -
         except ProviderError as error:
             await _failed(candidate, error, attempts)
             continue
-        await breaker.record_success(candidate.provider.name)
-        if operation.refused(result):
-            if _refused(candidate, attempts):
+        try:
+            await breaker.record_success(candidate.provider.name)
+            if not operation.refused(result):
+                return Settled(candidate, result, attempts)
+            if _record_refusal(candidate, attempts):
                 return Settled(candidate, result, attempts, refused=True)
+        except BaseException:  # canceled meanwhile: nobody will use (or close) the result
             await operation.discard(result)
-            continue
-        return Settled(candidate, result, attempts)
+            raise
+        await operation.discard(result)
     raise exhausted_error(attempts)

@@ -1,8 +1,9 @@
 """Metering one request: the budget hold before the provider call, one ledger row after.
 
-Every path through a request ends in exactly one of succeeded / failed / blocked /
-canceled, each writing the ledger row (zero cost unless something billable was
-produced) and settling or releasing the hold, before the client is told the outcome.
+Every request that got as far as the hold ends in exactly one of succeeded / failed /
+blocked / canceled, each writing the ledger row (zero cost unless something billable was
+produced) and settling or releasing the hold, before the client is told the outcome. A
+request refused before the hold (unknown model, unpriced route, over quota) writes none.
 What is billed, and the worst case held, come from the operation: tokens for chat,
 images for image generation, seconds for video.
 """
@@ -77,10 +78,21 @@ class Meter:
     async def reserve(self) -> None:
         """Hold the worst case against the user's caps (QuotaExceeded if it does not fit)."""
         caps = self.context.principal.caps
-        if caps is not None:
-            self.reservation = await database_sync_to_async(budget_reserve)(
+        if caps is None:
+            return
+        reserving = asyncio.ensure_future(
+            database_sync_to_async(budget_reserve)(
                 user_id=self.context.principal.user_id, caps=caps, want=self.worst_case()
             )
+        )
+        try:
+            self.reservation = await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            # The client left while the database thread was holding: it finishes regardless, so give it back.
+            held = await asyncio.gather(reserving, return_exceptions=True)
+            if isinstance(held[0], Reservation):
+                await database_sync_to_async(budget_release)(held[0])
+            raise
 
     async def bill(
         self, status: str, candidate: Candidate, usage: Usage, attempts: Sequence[Attempt], *, error_code: str = ""

@@ -1,24 +1,28 @@
 """What a request asks a provider to do, one class per operation: chat complete, chat stream,
-image generation, video start.
+image generation.
 
 The pipeline is the same for all of them; an operation supplies what differs: the modality
 (so the routes and prices that apply), the prompt texts moderation screens, the worst case
-the budget holds, the provider call, whether an answer is a refusal, and the usage billed
-(tokens for chat, images, video seconds).
+the budget holds, the provider call, whether an answer is a refusal, any check of the answer,
+and the usage billed (tokens for chat, images; video seconds come with video jobs, whose
+seconds are billed when the job ends rather than when the call returns).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal
 from functools import lru_cache
 from typing import ClassVar, Generic, Self, TypeVar
 
+from django.conf import settings
+
 from billing.budget import estimate_tokens, worst_case_tokens
 from core.modality import Modality
+from core.principal import Principal
 from gateway.chat_formats import ChatCall
+from gateway.moderation.pipeline import moderate_answer
 from providers.clients import client_for
 from providers.clients.base import (
     CONTENT_FILTER,
@@ -29,10 +33,8 @@ from providers.clients.base import (
     ImageResult,
     ProviderError,
     Usage,
-    VideoOperation,
-    VideoRequest,
 )
-from providers.routing import Candidate
+from providers.routing import Candidate, Route
 
 R = TypeVar("R")
 
@@ -63,6 +65,11 @@ class Operation(ABC, Generic[R]):
     def refused(self, result: R) -> bool:
         """Whether the provider declined the prompt (content policy) in an otherwise normal answer."""
         return False
+
+    async def checked(self, result: R, *, route: Route, principal: Principal, request_id: str) -> R:
+        """The result as the client may see it, after any check of the provider's answer (a
+        ContentBlocked withholds it); the result itself by default."""
+        return result
 
     async def discard(self, result: R) -> None:
         """Release a result that will not be used (a refused stream's connection)."""
@@ -148,21 +155,23 @@ class ChatCompletion(ChatOperation[ChatResult]):
     def usage_of(self, result: ChatResult) -> Usage:
         return self.usage_billed(result.usage, len(result.content))
 
+    async def checked(self, result: ChatResult, *, route: Route, principal: Principal, request_id: str) -> ChatResult:
+        """MODERATION_CHECK_RESPONSES: the answer through the moderation hooks before the client sees it."""
+        if not settings.MODERATION_CHECK_RESPONSES:
+            return result
+        content = await moderate_answer(result.content, route=route, principal=principal, request_id=request_id)
+        return result if content == result.content else replace(result, content=content)
+
 
 @dataclass
 class OpenedStream:
     """A stream that has produced its first delta: from here on the provider is fixed."""
 
     first: ChatDelta
-    rest: AsyncIterator[ChatDelta]
-
-    async def deltas(self) -> AsyncIterator[ChatDelta]:
-        yield self.first
-        async for delta in self.rest:
-            yield delta
+    rest: AsyncGenerator[ChatDelta]
 
     async def aclose(self) -> None:
-        await self.rest.aclose()  # type: ignore[attr-defined]  # the clients' streams are async generators
+        await self.rest.aclose()
 
 
 @dataclass(frozen=True)
@@ -179,7 +188,7 @@ class ChatStreaming(ChatOperation[OpenedStream]):
                 "the stream ended before any output", candidate.provider.name, True, code="upstream_stream_cut"
             ) from None
         except BaseException:
-            await deltas.aclose()  # type: ignore[attr-defined]
+            await deltas.aclose()
             raise
         return OpenedStream(first, deltas)
 
@@ -226,23 +235,3 @@ class ImageGeneration(MediaOperation[ImageResult]):
 
     def usage_of(self, result: ImageResult) -> Usage:
         return result.usage
-
-
-@dataclass(frozen=True)
-class VideoStart(MediaOperation[VideoOperation]):
-    """Starting a video generation; the seconds are billed when the job ends, for what was delivered."""
-
-    duration_s: int = 8
-    aspect_ratio: str | None = None
-    resolution: str | None = None
-    modality: ClassVar[str] = Modality.VIDEO
-
-    def worst_case(self, candidate: Candidate) -> Usage:
-        return Usage(video_seconds=Decimal(self.duration_s))
-
-    async def call(self, candidate: Candidate) -> VideoOperation:
-        request = VideoRequest(self.prompt_text, self.duration_s, self.aspect_ratio, self.resolution)
-        return await client_for(candidate.provider).start_video(request, model=candidate.upstream_model)
-
-    def usage_of(self, result: VideoOperation) -> Usage:
-        return result.usage  # the seconds delivered: none until the operation is done

@@ -7,7 +7,7 @@ of named events whose usage is spread over message_start and message_delta.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,7 +123,7 @@ class AnthropicClient(HttpProviderClient):
         message = await self.post_json(self.url, self.body(request, model))
         return self.parse(message_result, message, model)
 
-    async def stream(self, request: ChatRequest, *, model: str) -> AsyncIterator[ChatDelta]:
+    async def stream(self, request: ChatRequest, *, model: str) -> AsyncGenerator[ChatDelta]:
         state, body = MessageStream(), self.body(request, model) | {"stream": True}
         async with aclosing(self.post_events(self.url, body)) as events:
             async for name, data in events:

@@ -10,7 +10,7 @@ A client implements the capabilities its provider has (`complete`, `stream`,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -26,6 +26,9 @@ STOP, LENGTH, CONTENT_FILTER, TOOL_CALLS = "stop", "length", "content_filter", "
 # 401/403 mean Pulse's own provider credentials are wrong: not the client's fault,
 # so another provider may still answer.
 # 402 is Anthropic's billing_error: Pulse's own account is out of credit.
+# A client asked for a capability its provider does not have (a route set up for the wrong provider).
+UNSUPPORTED_CAPABILITY = "unsupported_capability"
+
 RETRYABLE_STATUSES = frozenset({401, 402, 403, 408, 409, 429, 500, 502, 503, 504, 529})
 
 
@@ -175,7 +178,7 @@ class ProviderClient:
     async def complete(self, request: ChatRequest, *, model: str) -> ChatResult:
         raise self.unsupported("chat")
 
-    def stream(self, request: ChatRequest, *, model: str) -> AsyncIterator[ChatDelta]:
+    def stream(self, request: ChatRequest, *, model: str) -> AsyncGenerator[ChatDelta]:
         raise self.unsupported("streaming chat")
 
     async def generate_image(self, request: ImageRequest, *, model: str) -> ImageResult:
@@ -194,7 +197,7 @@ class ProviderClient:
         # A route pointing at a provider that cannot do this is Pulse's own configuration
         # problem, not the client's: another candidate may still serve.
         return self.error(
-            f"{self.provider.kind} providers do not offer {capability}", retryable=True, code="unsupported_capability"
+            f"{self.provider.kind} providers do not offer {capability}", retryable=True, code=UNSUPPORTED_CAPABILITY
         )
 
     def error(self, message: str, *, retryable: bool, **kwargs: Any) -> ProviderError:

@@ -7,7 +7,7 @@ a finished stream from a cut one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
@@ -145,7 +145,7 @@ class GeminiClient(HttpProviderClient):
         self.check_prompt_allowed(response)
         return self.parse(response_result, response, model)
 
-    async def stream(self, request: ChatRequest, *, model: str) -> AsyncIterator[ChatDelta]:
+    async def stream(self, request: ChatRequest, *, model: str) -> AsyncGenerator[ChatDelta]:
         url = self.url(model, "streamGenerateContent?alt=sse")
         reason, metadata = None, None
         async with aclosing(self.post_events(url, self.body(request))) as events:

@@ -7,7 +7,7 @@ complete the usage report is.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -97,7 +97,7 @@ class OpenAIClient(HttpProviderClient):
         completion = await self.post_json(self.url, self.body(request, model))
         return self.parse(completion_result, completion, model)
 
-    async def stream(self, request: ChatRequest, *, model: str) -> AsyncIterator[ChatDelta]:
+    async def stream(self, request: ChatRequest, *, model: str) -> AsyncGenerator[ChatDelta]:
         # Without include_usage a stream carries no usage at all, and Pulse meters every stream.
         body = self.body(request, model) | {"stream": True, "stream_options": {"include_usage": True}}
         finish, usage = STOP, Usage(estimated=True)

@@ -67,6 +67,17 @@ def test_a_provider_refusal_is_recorded_as_blocked_and_billed_for_its_usage(gate
     assert row.cost_usd == Decimal("0.001")  # 400 tokens at $2.50 per million
 
 
+def test_a_refusal_at_the_start_of_a_stream_is_billed_like_one_without_a_stream(gateway, live_key, fake_providers):
+    fake_providers["openai"].reply("", input_tokens=400, output_tokens=0, finish_reason="content_filter")
+
+    response = post(gateway, live_key, {"model": "gpt-4o", "messages": MESSAGES, "stream": True})
+
+    assert response.status_code == 400 and response.json()["error"]["code"] == "content_policy_violation"
+    [row] = rows()
+    assert (row.status, row.provider, row.input_tokens, row.usage_estimated) == ("blocked", "openai", 400, False)
+    assert row.cost_usd == Decimal("0.001")  # the provider charged the prompt it declined
+
+
 def test_a_stream_is_metered_with_the_usage_the_provider_reported(gateway, live_key, fake_providers):
     fake_providers["gemini"].reply("a b c", input_tokens=40, output_tokens=3)
 

@@ -20,10 +20,11 @@ from gateway.chat_formats import ChatCall
 from gateway.errors import ApiError
 from gateway.moderation.base import ContentBlocked
 from gateway.moderation.registry import configure_hooks
-from gateway.pipeline import ChatCompletion, ImageGeneration, RequestContext, run
+from gateway.pipeline import ChatCompletion, ChatStreaming, ImageGeneration, RequestContext, open_stream, run
 from gateway.pipeline.candidates import plan_candidates
 from gateway.pipeline.meter import Meter
 from providers import clients
+from providers.breaker import breaker
 from providers.clients.base import (
     ChatMessage,
     ChatRequest,
@@ -175,12 +176,43 @@ async def test_a_provider_without_the_capability_is_skipped_like_a_failing_one(i
         ("pixels", "upstream_overloaded"),
         ("canvas", "unsupported_capability"),
     ]
+    for _ in range(3):  # a route set up for the wrong provider does not cool that provider down
+        with pytest.raises(ApiError):
+            await run(context(principal), four_sunsets())
+    assert not breaker.is_open("canvas") and breaker.is_open("pixels")
+
+
+def hello(max_tokens: int = 8) -> ChatCall:
+    return ChatCall("gpt-4o", ChatRequest((ChatMessage("user", "hi"),), max_tokens=max_tokens))
+
+
+async def test_a_stream_left_early_by_its_transport_is_still_billed_once_and_closed(fake_providers, principal):
+    fake_providers["openai"].reply("one two three four five six")
+    try:
+        with pytest.raises(RuntimeError):
+            async with open_stream(context(principal, "req-broken"), ChatStreaming(hello(50))) as stream:
+                await anext(stream)
+                raise RuntimeError("the renderer broke")
+        async with open_stream(context(principal, "req-left"), ChatStreaming(hello(50))) as stream:
+            await anext(stream)  # then the transport stops reading, without an error
+    finally:
+        await close_shared_session()
+    broken = await UsageRecord.objects.aget(request_id="req-broken")
+    assert (broken.status, broken.error_code, broken.usage_estimated) == ("failed", "internal_error", True)
+    assert broken.output_tokens > 0 and broken.cost_usd > 0  # what was produced before it broke
+    left = await UsageRecord.objects.aget(request_id="req-left")
+    assert (left.status, left.error_code) == ("canceled", "client_disconnected")
+    assert await UsageRecord.objects.acount() == 2
+
+
+async def test_run_refuses_a_stream_operation(principal):
+    with pytest.raises(TypeError, match="open_stream"):
+        await run(context(principal), ChatStreaming(hello()))
 
 
 async def test_chat_goes_through_the_same_run(fake_providers, principal):
-    call = ChatCall("gpt-4o", ChatRequest((ChatMessage("user", "hi"),), max_tokens=8))
     try:
-        answer = await run(context(principal, "req-chat"), ChatCompletion(call))
+        answer = await run(context(principal, "req-chat"), ChatCompletion(hello()))
     finally:
         await close_shared_session()  # this test's event loop's pooled session
     row = await UsageRecord.objects.aget(request_id="req-chat")
