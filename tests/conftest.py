@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
@@ -10,6 +11,7 @@ from gateway.auth import reset_key_cache, reset_last_used_marks
 from gateway.keys import api_key_create
 from providers.breaker import breaker
 from providers.routing import reset_routing_table
+from pulse.config import mask_url
 from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI
 from tests.live import LiveGateway
 
@@ -34,6 +36,29 @@ def _fresh_caches():
     rate_limiter.reset()
     yield
     reset_key_cache()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A real Redis for the tests that need one, its database emptied first: REDIS_URL when the run
+    has one, else PULSE_TEST_REDIS_URL, else redis://127.0.0.1:6379/14.
+
+    These tests run in CI, where Redis is up (and PULSE_REQUIRE_SERVICES is set, so an unreachable
+    Redis fails them); they are skipped only on a laptop without Redis."""
+    url = settings.REDIS_URL or os.environ.get("PULSE_TEST_REDIS_URL") or "redis://127.0.0.1:6379/14"
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        reason = f"Redis not reachable at {mask_url(url)}: these tests need a real Redis ({exc})"
+        if os.environ.get("PULSE_REQUIRE_SERVICES"):
+            pytest.fail(reason, pytrace=False)
+        raise pytest.skip.Exception(reason) from None
+    else:
+        client.flushdb()
+    finally:
+        client.close()
+    return url
 
 
 @pytest.fixture

@@ -9,13 +9,10 @@ from decimal import Decimal
 
 import httpx
 import pytest
-import redis
 
 from billing.models import BudgetPeriod, UsageRecord, UserLimits
 from providers.models import ModelRoute
 from tests.helpers import MESSAGES, ROOT, post
-
-REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -55,13 +52,12 @@ def _manage(env, *args) -> str:
     ).stdout
 
 
-def test_two_gateway_processes_share_one_limit_through_redis():
-    redis.Redis.from_url(REDIS_URL).flushdb()
+def test_two_gateway_processes_share_one_limit_through_redis(redis_url):
     var_dir = tempfile.mkdtemp(prefix="pulse-two-workers-")
     env = {
         **os.environ,
         "PULSE_VAR_DIR": var_dir,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url,
         "RATE_LIMIT": "5/60s",
         "DATABASE_URL": f"sqlite:///{var_dir}/db.sqlite3",
         "LOG_LEVEL": "WARNING",

@@ -111,13 +111,12 @@ def test_fallback_admin_validation_refuses_patterns_and_self():
         RouteFallback(route=exact, fallback=exact).clean()
 
 
-async def test_circuit_state_is_shared_between_workers_through_redis(settings):
-    settings.REDIS_URL = "redis://127.0.0.1:6379/15"
+async def test_circuit_state_is_shared_between_workers_through_redis(settings, redis_url):
+    settings.REDIS_URL = redis_url
     settings.PULSE_LOCAL_CACHE_SECONDS = 0
     first, second = CircuitBreaker(threshold=2, cooldown_s=30), CircuitBreaker(threshold=2, cooldown_s=30)
     from core.redis import shared_redis
 
-    await shared_redis().delete(*CircuitBreaker._keys("flaky"))
     await first.record_failure("flaky")
     await second.record_failure("flaky")  # two workers, one failure each: the shared count opens it
 
