@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 
 from billing.models import UsageRecord
 from core import snapshot as moderation_snapshot
+from core.shutdown import run_shutdown_hooks
 from gateway.auth import authenticate_key
 from gateway.chat_formats import ChatCall
 from gateway.models import BlockedTerm, ModerationEvent
@@ -33,7 +34,6 @@ from gateway.moderation.pipeline import moderate_prompt, moderate_texts
 from gateway.moderation.registry import configure_hooks, load_hooks
 from gateway.pipeline import ChatCompletion, RequestContext, run
 from providers.clients.base import ChatMessage, ChatRequest, ProviderConfig
-from providers.http import close_shared_session
 from providers.models import ModelRoute, Provider, RouteFallback
 from providers.routing import Prices, Route
 from tests.helpers import MESSAGES, ROOT, post, sse_events
@@ -118,9 +118,10 @@ def hooks(settings, *names: str) -> None:
 
 @pytest.fixture
 async def own_session():
-    """Each async test has its own event loop, hence its own pooled aiohttp session: close it."""
+    """Each async test has its own event loop, hence its own pooled aiohttp session and database and
+    Redis pools: close them, as a worker does at shutdown."""
     yield
-    await close_shared_session()
+    await run_shutdown_hooks()
 
 
 # --- blocklist matching -------------------------------------------------------------------

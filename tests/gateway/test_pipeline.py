@@ -15,6 +15,7 @@ import pytest
 
 from billing.models import UsageRecord, UserLimits
 from core.errors import QuotaExceeded
+from core.shutdown import run_shutdown_hooks
 from gateway.auth import authenticate_key
 from gateway.chat_formats import ChatCall
 from gateway.errors import ApiError
@@ -34,7 +35,6 @@ from providers.clients.base import (
     ProviderClient,
     Usage,
 )
-from providers.http import close_shared_session
 from providers.models import ModelRoute, Provider, RouteFallback
 from providers.routing import arouting_table
 
@@ -73,6 +73,14 @@ def image_routes(monkeypatch):
     RouteFallback.objects.create(route=routes["pixels"], fallback=routes["canvas"], position=0)
     yield routes
     clients.client_for.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+async def _close_loop_resources():
+    """Each async test runs on its own event loop: close what it pooled there (the aiohttp session,
+    the PostgreSQL and Redis pools), as a worker does at shutdown."""
+    yield
+    await run_shutdown_hooks()
 
 
 @pytest.fixture
@@ -188,15 +196,12 @@ def hello(max_tokens: int = 8) -> ChatCall:
 
 async def test_a_stream_left_early_by_its_transport_is_still_billed_once_and_closed(fake_providers, principal):
     fake_providers["openai"].reply("one two three four five six")
-    try:
-        with pytest.raises(RuntimeError):
-            async with open_stream(context(principal, "req-broken"), ChatStreaming(hello(50))) as stream:
-                await anext(stream)
-                raise RuntimeError("the renderer broke")
-        async with open_stream(context(principal, "req-left"), ChatStreaming(hello(50))) as stream:
-            await anext(stream)  # then the transport stops reading, without an error
-    finally:
-        await close_shared_session()
+    with pytest.raises(RuntimeError):
+        async with open_stream(context(principal, "req-broken"), ChatStreaming(hello(50))) as stream:
+            await anext(stream)
+            raise RuntimeError("the renderer broke")
+    async with open_stream(context(principal, "req-left"), ChatStreaming(hello(50))) as stream:
+        await anext(stream)  # then the transport stops reading, without an error
     broken = await UsageRecord.objects.aget(request_id="req-broken")
     assert (broken.status, broken.error_code, broken.usage_estimated) == ("failed", "internal_error", True)
     assert broken.output_tokens > 0 and broken.cost_usd > 0  # what was produced before it broke
@@ -211,10 +216,7 @@ async def test_run_refuses_a_stream_operation(principal):
 
 
 async def test_chat_goes_through_the_same_run(fake_providers, principal):
-    try:
-        answer = await run(context(principal, "req-chat"), ChatCompletion(hello()))
-    finally:
-        await close_shared_session()  # this test's event loop's pooled session
+    answer = await run(context(principal, "req-chat"), ChatCompletion(hello()))
     row = await UsageRecord.objects.aget(request_id="req-chat")
     assert (row.modality, row.cost_usd, row.output_tokens) == ("chat", answer.cost_usd, answer.usage.output_tokens)
     assert answer.cost_usd > 0 and answer.candidate.provider.name == "openai"
