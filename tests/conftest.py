@@ -133,7 +133,9 @@ def fake_providers(fakes, settings, transactional_db):
 
 
 @pytest.fixture(scope="session")
-def live_gateway():
+def live_gateway(django_db_setup):
+    """After the test database exists, and stopped before it is dropped: the server's shutdown closes
+    its connections, so none is left on the database at teardown."""
     server = LiveGateway().start()
     yield server
     server.stop()

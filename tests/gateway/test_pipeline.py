@@ -12,6 +12,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 
 from billing.models import UsageRecord, UserLimits
 from core.errors import QuotaExceeded
@@ -81,6 +83,7 @@ async def _close_loop_resources():
     the PostgreSQL and Redis pools), as a worker does at shutdown."""
     yield
     await run_shutdown_hooks()
+    await sync_to_async(connections.close_all)()  # the async ORM's thread's connection (the asserts)
 
 
 @pytest.fixture
