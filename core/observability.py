@@ -59,8 +59,8 @@ class RequestIdLogFilter(logging.Filter):
         return True
 
 
-class RequestIdMiddleware:
-    """Reads or makes the request id, binds it for logging and echoes it on the response."""
+class SyncAndAsyncMiddleware:
+    """A middleware for sync and async stacks alike: which one it serves is decided once, here."""
 
     sync_capable = True
     async_capable = True
@@ -70,6 +70,13 @@ class RequestIdMiddleware:
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        raise NotImplementedError
+
+
+class RequestIdMiddleware(SyncAndAsyncMiddleware):
+    """Reads or makes the request id, binds it for logging and echoes it on the response."""
 
     def _begin(self, request: HttpRequest) -> str:
         request_id = new_request_id()
@@ -92,17 +99,8 @@ class RequestIdMiddleware:
         return response
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(SyncAndAsyncMiddleware):
     """Counts and times Django-served requests, labelled by URL pattern (bounded cardinality)."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: GetResponse) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.async_mode:
