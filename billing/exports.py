@@ -16,7 +16,9 @@ Columns, in this order (stable: a new column is only ever appended at the end):
     input_tokens         integer
     output_tokens        integer
     total_tokens         input_tokens + output_tokens
-    cached_input_tokens  integer, part of input_tokens
+    cached_input_tokens  integer, part of input_tokens: read from the provider's prompt cache
+    cache_write_input_tokens     integer, part of input_tokens: written to the prompt cache
+    cache_write_1h_input_tokens  integer, part of input_tokens: written to Anthropic's 1-hour cache
     reasoning_tokens     integer, part of output_tokens
     images               integer
     video_seconds        decimal, 3 places, e.g. 8.000
@@ -65,6 +67,8 @@ HEADER = (
     "output_tokens",
     "total_tokens",
     "cached_input_tokens",
+    "cache_write_input_tokens",
+    "cache_write_1h_input_tokens",
     "reasoning_tokens",
     "images",
     "video_seconds",
@@ -89,6 +93,8 @@ _FIELDS = (
     "input_tokens",
     "output_tokens",
     "cached_input_tokens",
+    "cache_write_input_tokens",
+    "cache_write_1h_input_tokens",
     "reasoning_tokens",
     "images",
     "video_seconds",
@@ -139,6 +145,8 @@ def usage_csv_row(values: tuple[Any, ...]) -> list[str | int]:
         input_tokens,
         output_tokens,
         cached_input_tokens,
+        cache_write_input_tokens,
+        cache_write_1h_input_tokens,
         reasoning_tokens,
         images,
         video_seconds,
@@ -163,6 +171,8 @@ def usage_csv_row(values: tuple[Any, ...]) -> list[str | int]:
         output_tokens,
         input_tokens + output_tokens,
         cached_input_tokens,
+        cache_write_input_tokens,
+        cache_write_1h_input_tokens,
         reasoning_tokens,
         images,
         csv_decimal(video_seconds, VIDEO_SECONDS_PLACES),

@@ -33,6 +33,8 @@ class UsageEvent:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    cache_write_1h_input_tokens: int = 0
     reasoning_tokens: int = 0
     images: int = 0
     video_seconds: Decimal = Decimal(0)

@@ -33,7 +33,13 @@ class UsageRecord(models.Model):
     modality = models.CharField(max_length=10, choices=Modality.choices, default=Modality.CHAT)
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
-    cached_input_tokens = models.PositiveIntegerField(default=0)
+    cached_input_tokens = models.PositiveIntegerField(default=0, help_text="Read from the prompt cache.")
+    cache_write_input_tokens = models.PositiveIntegerField(
+        default=0, help_text="Written to the prompt cache (Anthropic: its 5-minute cache)."
+    )
+    cache_write_1h_input_tokens = models.PositiveIntegerField(
+        default=0, help_text="Written to Anthropic's 1-hour cache."
+    )
     reasoning_tokens = models.PositiveIntegerField(default=0)
     images = models.PositiveIntegerField(default=0)
     video_seconds = models.DecimalField(max_digits=10, decimal_places=3, default=Decimal(0))

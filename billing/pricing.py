@@ -20,12 +20,25 @@ def _price(price: Decimal | None, what: str) -> Decimal:
 
 
 def chat_cost(usage: Usage, prices: Prices) -> Decimal:
-    """USD cost of a chat call. Cached input tokens are billed as input (no discount is configured)."""
-    cost = (
-        Decimal(usage.input_tokens) * _price(prices.input_usd_per_mtok, "input token")
-        + Decimal(usage.output_tokens) * _price(prices.output_usd_per_mtok, "output token")
-    ) / MILLION
+    """USD cost of a chat call, every token kind at its own rate: the prompt tokens read from or
+    written to the provider's cache at the cache prices (the input price where a route sets none),
+    the rest of the prompt at the input price, and the output (reasoning included) at the output price."""
+    input_price = _price(prices.input_usd_per_mtok, "input token")
+    cached, written, written_1h = usage.cached_input_tokens, usage.cache_write_tokens, usage.cache_write_1h_tokens
+    plain_input = max(usage.input_tokens - cached - written - written_1h, 0)
+    per_kind = (
+        (plain_input, input_price),
+        (cached, _or(prices.cached_input_usd_per_mtok, input_price)),
+        (written, _or(prices.cache_write_usd_per_mtok, input_price)),
+        (written_1h, _or(prices.cache_write_1h_usd_per_mtok, input_price)),
+        (usage.output_tokens, _price(prices.output_usd_per_mtok, "output token")),
+    )
+    cost = sum((Decimal(tokens) * price for tokens, price in per_kind), Decimal(0)) / MILLION
     return cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def _or(price: Decimal | None, fallback: Decimal) -> Decimal:
+    return fallback if price is None else price
 
 
 def image_cost(images: int, prices: Prices) -> Decimal:

@@ -1,7 +1,9 @@
 """The routes Pulse ships with: the seed's routing rules, plus priced exact routes for known models.
 
-Prices are USD list prices at the time of writing; admins edit them, and a
-request is billed at the price in force when it ran. Pattern routes catch every
+Prices are USD list prices as of late 2025, cache reads and writes included where the
+provider prices them apart (Gemini 2.5 Pro's are those for prompts up to 200k tokens; longer
+prompts cost more, which is not modelled). Admins edit them, and a request is billed at the
+price in force when it ran. Pattern routes catch every
 other name of a family and carry no price, so they refuse requests (403
 model_not_priced) until an admin prices them: nothing is billed at a guess.
 """
@@ -12,22 +14,38 @@ from core.modality import Modality
 
 CHAT, IMAGE, VIDEO = Modality.CHAT, Modality.IMAGE, Modality.VIDEO
 
+
+def tokens(
+    input: str, output: str, *, cached: str | None = None, write: str | None = None, write_1h: str | None = None
+) -> dict[str, D]:
+    """A chat route's prices in USD per million tokens; the cache prices where the provider has them."""
+    prices = {"input_usd_per_mtok": D(input), "output_usd_per_mtok": D(output)}
+    for field, price in (
+        ("cached_input_usd_per_mtok", cached),
+        ("cache_write_usd_per_mtok", write),
+        ("cache_write_1h_usd_per_mtok", write_1h),
+    ):
+        if price is not None:
+            prices[field] = D(price)
+    return prices
+
+
 # (route name, provider name, upstream model ('' = the requested name), modality, prices)
 DEFAULT_ROUTES: list[tuple[str, str, str, str, dict[str, D]]] = [
-    ("gpt-5", "openai", "", CHAT, {"input_usd_per_mtok": D("1.25"), "output_usd_per_mtok": D("10")}),
-    ("gpt-5-mini", "openai", "", CHAT, {"input_usd_per_mtok": D("0.25"), "output_usd_per_mtok": D("2")}),
-    ("gpt-4.1", "openai", "", CHAT, {"input_usd_per_mtok": D("2"), "output_usd_per_mtok": D("8")}),
-    ("gpt-4o", "openai", "", CHAT, {"input_usd_per_mtok": D("2.5"), "output_usd_per_mtok": D("10")}),
-    ("gpt-4o-mini", "openai", "", CHAT, {"input_usd_per_mtok": D("0.15"), "output_usd_per_mtok": D("0.6")}),
+    ("gpt-5", "openai", "", CHAT, tokens("1.25", "10", cached="0.125")),
+    ("gpt-5-mini", "openai", "", CHAT, tokens("0.25", "2", cached="0.025")),
+    ("gpt-4.1", "openai", "", CHAT, tokens("2", "8", cached="0.5")),
+    ("gpt-4o", "openai", "", CHAT, tokens("2.5", "10", cached="1.25")),
+    ("gpt-4o-mini", "openai", "", CHAT, tokens("0.15", "0.6", cached="0.075")),
     ("gpt-*", "openai", "", CHAT, {}),
     ("openai:*", "openai", "", CHAT, {}),
-    ("claude-sonnet-4-5", "anthropic", "", CHAT, {"input_usd_per_mtok": D("3"), "output_usd_per_mtok": D("15")}),
-    ("claude-opus-4-5", "anthropic", "", CHAT, {"input_usd_per_mtok": D("5"), "output_usd_per_mtok": D("25")}),
-    ("claude-haiku-4-5", "anthropic", "", CHAT, {"input_usd_per_mtok": D("1"), "output_usd_per_mtok": D("5")}),
+    ("claude-sonnet-4-5", "anthropic", "", CHAT, tokens("3", "15", cached="0.3", write="3.75", write_1h="6")),
+    ("claude-opus-4-5", "anthropic", "", CHAT, tokens("5", "25", cached="0.5", write="6.25", write_1h="10")),
+    ("claude-haiku-4-5", "anthropic", "", CHAT, tokens("1", "5", cached="0.1", write="1.25", write_1h="2")),
     ("claude*", "anthropic", "", CHAT, {}),
     ("anthropic:*", "anthropic", "", CHAT, {}),
-    ("gemini-2.5-pro", "gemini", "", CHAT, {"input_usd_per_mtok": D("1.25"), "output_usd_per_mtok": D("10")}),
-    ("gemini-2.5-flash", "gemini", "", CHAT, {"input_usd_per_mtok": D("0.3"), "output_usd_per_mtok": D("2.5")}),
+    ("gemini-2.5-pro", "gemini", "", CHAT, tokens("1.25", "10", cached="0.125")),  # prompts up to 200k tokens
+    ("gemini-2.5-flash", "gemini", "", CHAT, tokens("0.3", "2.5", cached="0.03")),
     ("nano-banana", "gemini", "gemini-2.5-flash-image", IMAGE, {"usd_per_image": D("0.039")}),
     ("nano-banana*", "gemini", "gemini-2.5-flash-image", IMAGE, {"usd_per_image": D("0.039")}),
     ("gemini*", "gemini", "", CHAT, {}),

@@ -91,6 +91,30 @@ class ModelRoute(models.Model):
         blank=True,
         help_text="USD per million output tokens. Blank: not priced.",
     )
+    # The token kinds providers price apart from plain input. Blank: billed at the input price
+    # (the provider's own list price should be set wherever it differs).
+    cached_input_usd_per_mtok = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="USD per million input tokens read from the provider's prompt cache. Blank: the input price.",
+    )
+    cache_write_usd_per_mtok = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="USD per million input tokens written to the prompt cache (Anthropic: 5-minute). "
+        "Blank: the input price.",
+    )
+    cache_write_1h_usd_per_mtok = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="USD per million input tokens written to Anthropic's 1-hour cache. Blank: the input price.",
+    )
     usd_per_image = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     usd_per_video_second = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     moderation_enabled = models.BooleanField(

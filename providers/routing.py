@@ -29,6 +29,10 @@ class Prices:
     output_usd_per_mtok: Decimal | None = None
     usd_per_image: Decimal | None = None
     usd_per_video_second: Decimal | None = None
+    # None: billed at the input price.
+    cached_input_usd_per_mtok: Decimal | None = None
+    cache_write_usd_per_mtok: Decimal | None = None
+    cache_write_1h_usd_per_mtok: Decimal | None = None
 
     def covers(self, modality: str) -> bool:
         """Whether every price this modality is billed by is set."""
@@ -116,7 +120,15 @@ class RoutingTable:
 def _route_from_row(row: ModelRoute) -> Route:
     p = row.provider
     provider = p.config()
-    prices = Prices(row.input_usd_per_mtok, row.output_usd_per_mtok, row.usd_per_image, row.usd_per_video_second)
+    prices = Prices(
+        row.input_usd_per_mtok,
+        row.output_usd_per_mtok,
+        row.usd_per_image,
+        row.usd_per_video_second,
+        row.cached_input_usd_per_mtok,
+        row.cache_write_usd_per_mtok,
+        row.cache_write_1h_usd_per_mtok,
+    )
     fallbacks = tuple(step.fallback.name for step in row.fallback_steps.all())
     return Route(
         row.name,

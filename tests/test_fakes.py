@@ -319,6 +319,7 @@ def test_anthropic_message_shape(ant):
         "output_tokens": 4,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
     }
 
 

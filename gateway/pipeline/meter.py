@@ -138,6 +138,8 @@ class Meter:
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cached_input_tokens=usage.cached_input_tokens,
+            cache_write_input_tokens=usage.cache_write_tokens,
+            cache_write_1h_input_tokens=usage.cache_write_1h_tokens,
             reasoning_tokens=usage.reasoning_tokens,
             images=usage.images,
             video_seconds=usage.video_seconds,

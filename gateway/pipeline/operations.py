@@ -78,14 +78,15 @@ class Operation(ABC, Generic[R]):
     def usage_of(self, result: R) -> Usage:
         """What result is billed for."""
 
-    def estimate(self, output_chars: int) -> Usage:
-        """Usage when the provider never reported any (a cut stream): marked estimated."""
-        return Usage(estimated=True)
+    def estimate(self, output_chars: int, known: Usage | None = None) -> Usage:
+        """Usage when the provider did not report all of it (a cut stream): marked estimated. known:
+        the part it did report, if any."""
+        return known or Usage(estimated=True)
 
     def usage_billed(self, reported: Usage | None, output_chars: int = 0) -> Usage:
-        """The provider's usage; when it reported none (None, or the clients' Usage(estimated=True)),
-        an estimate from what was produced."""
-        return reported if reported is not None and not reported.estimated else self.estimate(output_chars)
+        """The provider's usage; when it reported none or only part (None, or a Usage marked
+        estimated), an estimate from what was produced and what it did report."""
+        return reported if reported is not None and not reported.estimated else self.estimate(output_chars, reported)
 
 
 # --------------------------------------------------------------------------- chat
@@ -138,9 +139,12 @@ class ChatOperation(Operation[R]):
         max_tokens = self.chat.request.max_tokens or candidate.route.default_max_tokens
         return Usage(*worst_case_tokens(prompt_bytes, max_tokens, len(messages)))
 
-    def estimate(self, output_chars: int) -> Usage:
+    def estimate(self, output_chars: int, known: Usage | None = None) -> Usage:
+        output_tokens = estimate_tokens(output_chars)
+        if known is not None and known.input_tokens:  # the prompt as the provider counted it, before a cut
+            return replace(known, output_tokens=max(known.output_tokens, output_tokens), estimated=True)
         prompt_chars = sum(len(m.content) for m in self.chat.request.messages)
-        return Usage(estimate_tokens(prompt_chars), estimate_tokens(output_chars), estimated=True)
+        return Usage(estimate_tokens(prompt_chars), output_tokens, estimated=True)
 
 
 @dataclass(frozen=True)

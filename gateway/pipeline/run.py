@@ -172,6 +172,7 @@ class MeteredStream:
             raise
         except ProviderError as error:
             logger.warning("stream from %s broke after it started: %s", error.provider, error)
+            self._reported = error.usage or self._reported  # what it had counted before it broke
             await self.bill(Status.FAILED, StreamInterrupted.code)
             raise StreamInterrupted(f"The stream from {error.provider} broke off: {error.message}") from error
 

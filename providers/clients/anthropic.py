@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from providers.clients.base import (
@@ -20,6 +20,7 @@ from providers.clients.base import (
     ChatDelta,
     ChatRequest,
     ChatResult,
+    ProviderError,
     Usage,
 )
 from providers.clients.http_client import HttpProviderClient, error_object, set_fields
@@ -43,15 +44,19 @@ REQUEST_ERROR_TYPES = frozenset({"invalid_request_error", "request_too_large"})
 
 def anthropic_usage(counts: dict[str, Any]) -> Usage:
     """Anthropic's input_tokens leaves out the prompt tokens written to and read from the
-    cache. Pulse's input_tokens is the whole prompt, as OpenAI and Gemini count it, and
-    cached_input_tokens the cache reads among them. Cache writes (billed at 1.25x) have
-    no Usage field of their own, so they count as plain input."""
+    cache. Pulse's input_tokens is the whole prompt, as OpenAI and Gemini count it, with the
+    cache reads and writes among them, each priced apart. counts is a flat usage object
+    (counts_of): the cache_creation breakdown says which writes went to the 1-hour cache; the
+    rest are 5-minute writes."""
     written = counts.get("cache_creation_input_tokens") or 0
+    written_1h = min(counts.get("ephemeral_1h_input_tokens") or 0, written)
     read = counts.get("cache_read_input_tokens") or 0
     return Usage(
         input_tokens=counts["input_tokens"] + written + read,
         output_tokens=counts.get("output_tokens") or 0,
         cached_input_tokens=read,
+        cache_write_tokens=written - written_1h,
+        cache_write_1h_tokens=written_1h,
     )
 
 
@@ -63,15 +68,20 @@ def message_result(message: dict[str, Any], model: str) -> ChatResult:
     return ChatResult(
         content="".join(block["text"] for block in message["content"] if block.get("type") == "text"),
         finish_reason=stop_reason(message.get("stop_reason")),
-        usage=anthropic_usage(message["usage"]),
+        usage=anthropic_usage(counts_of(message["usage"])),
         upstream_model=message.get("model") or model,
         upstream_id=message.get("id"),
     )
 
 
 def counts_of(usage: dict[str, Any]) -> dict[str, int]:
-    """The token counts of a usage object (it also holds nested objects and names)."""
-    return {name: value for name, value in usage.items() if isinstance(value, int)}
+    """The token counts of a usage object, flat: the cache_creation breakdown's counts join the rest
+    (it also holds names and other nested objects, which are left out)."""
+    counts = {name: value for name, value in usage.items() if isinstance(value, int)}
+    breakdown = usage.get("cache_creation")
+    if isinstance(breakdown, dict):
+        counts |= {name: value for name, value in breakdown.items() if isinstance(value, int)}
+    return counts
 
 
 @dataclass
@@ -95,6 +105,13 @@ class MessageStream:
 
     def final(self) -> ChatDelta:
         return ChatDelta(finish_reason=stop_reason(self.stop_reason), usage=anthropic_usage(self.counts))
+
+    def so_far(self) -> Usage | None:
+        """What a stream that broke off had reported: message_start's prompt counts are exact, its
+        output count is not (marked estimated). None before message_start."""
+        if "input_tokens" not in self.counts:
+            return None
+        return replace(anthropic_usage(self.counts), estimated=True)
 
 
 class AnthropicClient(HttpProviderClient):
@@ -125,17 +142,21 @@ class AnthropicClient(HttpProviderClient):
 
     async def stream(self, request: ChatRequest, *, model: str) -> AsyncGenerator[ChatDelta]:
         state, body = MessageStream(), self.body(request, model) | {"stream": True}
-        async with aclosing(self.post_events(self.url, body)) as events:
-            async for name, data in events:
-                event = self.decode(data)
-                kind = name or event.get("type")
-                if kind == "error":
-                    error = error_object(event)
-                    raise self.stream_error(error, retryable=error.get("type") not in REQUEST_ERROR_TYPES)
-                if kind == "message_stop":
-                    yield self.parse(state.final)
-                    return
-                text = self.parse(state.read, kind, event)
-                if text:
-                    yield ChatDelta(content=text)
-        raise self.stream_cut()  # the connection closed before message_stop
+        try:
+            async with aclosing(self.post_events(self.url, body)) as events:
+                async for name, data in events:
+                    event = self.decode(data)
+                    kind = name or event.get("type")
+                    if kind == "error":
+                        error = error_object(event)
+                        raise self.stream_error(error, retryable=error.get("type") not in REQUEST_ERROR_TYPES)
+                    if kind == "message_stop":
+                        yield self.parse(state.final)
+                        return
+                    text = self.parse(state.read, kind, event)
+                    if text:
+                        yield ChatDelta(content=text)
+            raise self.stream_cut()  # the connection closed before message_stop
+        except ProviderError as failure:
+            failure.usage = failure.usage or state.so_far()  # the prompt counts message_start gave
+            raise

@@ -72,9 +72,11 @@ class ChatRequest:
 class Usage:
     """What a call produced, in every unit a provider bills by: tokens for chat, images, video seconds."""
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
+    input_tokens: int = 0  # the whole prompt: cache reads and writes included
+    output_tokens: int = 0  # reasoning included
+    cached_input_tokens: int = 0  # read from the provider's prompt cache
+    cache_write_tokens: int = 0  # written to the prompt cache (Anthropic: its 5-minute cache)
+    cache_write_1h_tokens: int = 0  # written to Anthropic's 1-hour cache
     reasoning_tokens: int = 0
     images: int = 0
     video_seconds: Decimal = Decimal(0)
@@ -157,6 +159,7 @@ class ProviderError(Exception):
     code: str = "upstream_error"
     retry_after_s: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    usage: Usage | None = None  # what a stream that broke off had reported before it did
 
     def __str__(self) -> str:
         return f"{self.provider}: {self.message}"

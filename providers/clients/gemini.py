@@ -159,5 +159,8 @@ class GeminiClient(HttpProviderClient):
                 # Each chunk's usageMetadata is the running total: keep the last, never add.
                 metadata = chunk.get("usageMetadata") or metadata
         if reason is None:
-            raise self.stream_cut()
+            cut = self.stream_cut()
+            # The running usageMetadata counts the prompt exactly; the output so far is marked estimated.
+            cut.usage = replace(gemini_usage(metadata), estimated=True) if metadata else None
+            raise cut
         yield ChatDelta(finish_reason=finish_reason(reason), usage=self.parse(gemini_usage, metadata))

@@ -26,6 +26,27 @@ def test_cost_per_modality_is_exact():
     assert video_cost(Decimal(8), PRICES) == Decimal("3.2")
 
 
+def test_every_token_kind_is_billed_at_its_own_rate():
+    claude = Prices(
+        Decimal("3"),
+        Decimal("15"),
+        cached_input_usd_per_mtok=Decimal("0.3"),
+        cache_write_usd_per_mtok=Decimal("3.75"),
+        cache_write_1h_usd_per_mtok=Decimal("6"),
+    )
+    usage = Usage(
+        input_tokens=1_000_000,
+        output_tokens=1000,
+        cached_input_tokens=500_000,
+        cache_write_tokens=200_000,
+        cache_write_1h_tokens=100_000,
+    )
+    # 200k plain x $3 + 500k read x $0.30 + 200k written x $3.75 + 100k written for 1 h x $6 + 1k out x $15
+    assert chat_cost(usage, claude) == Decimal("2.11500000")
+    # A route with no cache prices bills those tokens at the input price, as before.
+    assert chat_cost(usage, Prices(Decimal("3"), Decimal("15"))) == Decimal("3.01500000")
+
+
 def test_half_of_the_smallest_unit_rounds_half_up():
     assert chat_cost(Usage(1, 0), Prices(Decimal("0.005"), Decimal(0))) == Decimal("0.00000001")
 

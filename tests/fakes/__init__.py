@@ -17,7 +17,7 @@ Faults apply to the next matching requests in the order they were queued, one pe
 from .anthropic import FakeAnthropic
 from .gemini import FakeGemini
 from .openai import INSUFFICIENT_QUOTA, FakeOpenAI
-from .server import FakeProvider, Received, count_words, split_words
+from .server import FakeProvider, Received, TokenCounts, count_words, split_words
 
 __all__ = [
     "INSUFFICIENT_QUOTA",
@@ -26,6 +26,7 @@ __all__ = [
     "FakeOpenAI",
     "FakeProvider",
     "Received",
+    "TokenCounts",
     "count_words",
     "split_words",
 ]

@@ -207,7 +207,7 @@ class FakeAnthropic(FakeProvider):
                 "content": [{"type": "text", "text": answer.text}],
                 "stop_reason": answer.finish_reason,
                 "stop_sequence": None,
-                "usage": self._usage(answer.input_tokens, answer.output_tokens),
+                "usage": self._usage(answer, answer.output_tokens + answer.counts.reasoning),
             }
             return web.json_response(message, headers=headers)
         response = await self.open_stream(request, headers)
@@ -215,12 +215,20 @@ class FakeAnthropic(FakeProvider):
         return response
 
     @staticmethod
-    def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    def _usage(answer: Answer, output_tokens: int) -> dict[str, Any]:
+        """input_tokens counts only the prompt tokens neither read from nor written to the cache;
+        thinking is billed as output, inside output_tokens."""
+        counts = answer.counts
+        written = counts.cache_write + counts.cache_write_1h
         return {
-            "input_tokens": input_tokens,
+            "input_tokens": answer.input_tokens - counts.cached - written,
             "output_tokens": output_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": counts.cached,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": counts.cache_write,
+                "ephemeral_1h_input_tokens": counts.cache_write_1h,
+            },
         }
 
     async def _stream(
@@ -237,7 +245,7 @@ class FakeAnthropic(FakeProvider):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": self._usage(answer.input_tokens, min(1, answer.output_tokens)),
+            "usage": self._usage(answer, min(1, answer.output_tokens)),
         }
         await self.send(response, event("message_start", {"message": start}))
         await self.send(
@@ -265,7 +273,7 @@ class FakeAnthropic(FakeProvider):
                 "message_delta",
                 {
                     "delta": {"stop_reason": answer.finish_reason, "stop_sequence": None},
-                    "usage": {"output_tokens": answer.output_tokens},
+                    "usage": {"output_tokens": answer.output_tokens + answer.counts.reasoning},
                 },
             ),
         )

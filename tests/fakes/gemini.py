@@ -22,6 +22,7 @@ from .server import (
     FakeProvider,
     Fault,
     Received,
+    TokenCounts,
     count_words,
     new_id,
 )
@@ -171,14 +172,23 @@ def check_request(body: Any) -> tuple[int, int | None]:
     return sum(count_words(t) for t in texts), max_tokens
 
 
-def usage(prompt: int, output: int) -> dict[str, Any]:
+NO_COUNTS = TokenCounts()
+
+
+def usage(prompt: int, output: int, counts: TokenCounts = NO_COUNTS) -> dict[str, Any]:
+    """promptTokenCount includes the cached tokens; thoughts are counted apart from the candidates
+    (and billed as output). Proto3 JSON leaves zero counts out."""
     metadata: dict[str, Any] = {
         "promptTokenCount": prompt,
-        "totalTokenCount": prompt + output,
+        "totalTokenCount": prompt + output + counts.reasoning,
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
     }
     if output:
         metadata["candidatesTokenCount"] = output
+    if counts.cached:
+        metadata["cachedContentTokenCount"] = counts.cached
+    if counts.reasoning:
+        metadata["thoughtsTokenCount"] = counts.reasoning
     return metadata
 
 
@@ -275,7 +285,7 @@ class FakeGemini(FakeProvider):
         """The stream's chunks: one word each, usage cumulative, finishReason on the last."""
         if answer.finish_reason in NO_CONTENT:
             candidate = {"finishReason": answer.finish_reason, "index": 0, "safetyRatings": SAFETY_RATINGS}
-            return [{"candidates": [candidate], "usageMetadata": usage(answer.input_tokens, 0)}]
+            return [{"candidates": [candidate], "usageMetadata": usage(answer.input_tokens, 0, answer.counts)}]
         pieces = answer.pieces or [""]
         chunks = []
         for n, piece in enumerate(pieces, start=1):
@@ -284,7 +294,9 @@ class FakeGemini(FakeProvider):
             if last:
                 candidate["finishReason"] = answer.finish_reason
             output = answer.output_tokens if last else min(n, answer.output_tokens)
-            chunks.append({"candidates": [candidate], "usageMetadata": usage(answer.input_tokens, output)})
+            chunks.append(
+                {"candidates": [candidate], "usageMetadata": usage(answer.input_tokens, output, answer.counts)}
+            )
         return chunks
 
     @staticmethod

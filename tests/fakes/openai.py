@@ -208,13 +208,16 @@ def check_chat(body: Any) -> dict[str, Any]:
 
 
 def usage(answer: Answer) -> dict[str, Any]:
+    # prompt_tokens includes the cached ones, completion_tokens the reasoning ones.
+    counts = answer.counts
+    completion = answer.output_tokens + counts.reasoning
     return {
         "prompt_tokens": answer.input_tokens,
-        "completion_tokens": answer.output_tokens,
-        "total_tokens": answer.input_tokens + answer.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens": completion,
+        "total_tokens": answer.input_tokens + completion,
+        "prompt_tokens_details": {"cached_tokens": counts.cached, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": counts.reasoning,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,

@@ -49,6 +49,19 @@ class Reply:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
+    counts: TokenCounts | None = None
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """The token kinds providers price apart. input_tokens (of the reply) is the whole prompt and
+    includes cached (read from the prompt cache) and the cache writes; output_tokens is the visible
+    answer, and reasoning tokens come on top of it. Each fake reports them in its own format."""
+
+    cached: int = 0
+    cache_write: int = 0  # Anthropic: written to the 5-minute cache
+    cache_write_1h: int = 0  # Anthropic: written to the 1-hour cache
+    reasoning: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,7 @@ class Answer:
     input_tokens: int
     output_tokens: int
     finish_reason: str
+    counts: TokenCounts = TokenCounts()
 
     @property
     def text(self) -> str:
@@ -215,10 +229,11 @@ class FakeProvider:
         input_tokens: int | None = None,
         output_tokens: int | None = None,
         finish_reason: str | None = None,
+        counts: TokenCounts | None = None,
     ) -> None:
         """Script every following answer (until reset or the next reply call)."""
         with self._lock:
-            self._reply = Reply(text, input_tokens, output_tokens, finish_reason)
+            self._reply = Reply(text, input_tokens, output_tokens, finish_reason, counts)
 
     def fail(
         self,
@@ -291,6 +306,7 @@ class FakeProvider:
             input_tokens=prompt_words if reply.input_tokens is None else reply.input_tokens,
             output_tokens=len(pieces) if reply.output_tokens is None else reply.output_tokens,
             finish_reason=finish or self.stop_reason,
+            counts=reply.counts or TokenCounts(),
         )
 
     # ---- what a provider subclass implements ---------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from billing.models import UsageRecord
 from providers.models import ModelRoute, RouteFallback
+from tests.fakes import TokenCounts
 from tests.helpers import MESSAGES, post, sse_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -169,3 +170,77 @@ def test_costs_are_shown_in_fixed_point():
 
     assert usd_text(Decimal(0)) == "0.00000000"
     assert usd_text(Decimal("1.2E-7")) == "0.00000012"
+
+
+# --- every token kind at its own price (the shipped list prices of the three routes) ---------------
+# (route, provider, reply counts, expected ledger counts, expected cost)
+CACHED_AND_REASONING = [
+    pytest.param(
+        "gpt-4o",
+        "openai",
+        # 10,000 prompt tokens of which 8,000 cached; 50 visible output tokens plus 200 reasoning.
+        TokenCounts(cached=8000, reasoning=200),
+        {"input_tokens": 10000, "cached_input_tokens": 8000, "output_tokens": 250, "reasoning_tokens": 200},
+        Decimal("0.0175"),  # 2,000 x $2.50 + 8,000 x $1.25 + 250 x $10, per million
+        id="openai",
+    ),
+    pytest.param(
+        "claude-sonnet-4-5",
+        "anthropic",
+        # 10,000 prompt tokens: 5,000 read from the cache, 2,000 written for 5 minutes, 1,000 for an hour.
+        TokenCounts(cached=5000, cache_write=2000, cache_write_1h=1000),
+        {
+            "input_tokens": 10000,
+            "cached_input_tokens": 5000,
+            "cache_write_input_tokens": 2000,
+            "cache_write_1h_input_tokens": 1000,
+            "output_tokens": 50,
+        },
+        Decimal("0.02175"),  # 2,000 x $3 + 5,000 x $0.30 + 2,000 x $3.75 + 1,000 x $6 + 50 x $15
+        id="anthropic",
+    ),
+    pytest.param(
+        "gemini-2.5-flash",
+        "gemini",
+        # 10,000 prompt tokens of which 9,000 cached; 50 visible output tokens plus 400 thinking.
+        TokenCounts(cached=9000, reasoning=400),
+        {"input_tokens": 10000, "cached_input_tokens": 9000, "output_tokens": 450, "reasoning_tokens": 400},
+        Decimal("0.001695"),  # 1,000 x $0.30 + 9,000 x $0.03 + 450 x $2.50
+        id="gemini",
+    ),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+@pytest.mark.parametrize("model, provider, counts, expected, cost", CACHED_AND_REASONING)
+def test_cached_and_reasoning_tokens_are_billed_at_their_own_prices(
+    gateway, live_key, fake_providers, model, provider, counts, expected, cost, stream
+):
+    fake_providers[provider].reply("one two three", input_tokens=10000, output_tokens=50, counts=counts)
+
+    response = post(gateway, live_key, {"model": model, "messages": MESSAGES, "stream": stream})
+
+    assert response.status_code == 200, response.text
+    [row] = rows()
+    assert {field: getattr(row, field) for field in expected} == expected
+    assert (row.cost_usd, row.usage_estimated) == (cost, False)
+    shown = json.loads(sse_events(response)[-1][1]) if stream else response.json()
+    assert Decimal(shown["cost_usd"]) == cost  # the client is shown what the ledger holds
+
+
+def test_a_cut_anthropic_stream_keeps_the_prompt_counts_of_message_start(gateway, live_key, fake_providers):
+    anthropic = fake_providers["anthropic"]
+    anthropic.reply(
+        "one two three four five six", input_tokens=10000, counts=TokenCounts(cached=5000, cache_write=2000)
+    )
+    anthropic.cut_stream(after_chunks=2)
+
+    post(gateway, live_key, {"model": "claude-sonnet-4-5", "messages": MESSAGES, "stream": True})
+
+    [row] = rows()
+    assert (row.status, row.error_code, row.usage_estimated) == ("failed", "stream_interrupted", True)
+    # The prompt as Anthropic counted it, not an estimate from its characters; the output is estimated.
+    assert (row.input_tokens, row.cached_input_tokens, row.cache_write_input_tokens) == (10000, 5000, 2000)
+    assert row.output_tokens == 2  # "one two " is 8 characters: about 2 tokens
+    # 3,000 x $3 + 5,000 x $0.30 + 2,000 x $3.75 + 2 x $15, per million
+    assert row.cost_usd == Decimal("0.01803")

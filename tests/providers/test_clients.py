@@ -25,7 +25,7 @@ from providers.clients import (
     OpenAICompatibleClient,
     client_for,
 )
-from providers.clients.anthropic import anthropic_usage
+from providers.clients.anthropic import anthropic_usage, counts_of
 from providers.clients.base import (
     CONTENT_FILTER,
     LENGTH,
@@ -42,7 +42,7 @@ from providers.clients.base import (
 from providers.clients.http_client import retry_after_s
 from providers.clients.openai import openai_usage
 from providers.http import close_shared_session
-from tests.fakes import INSUFFICIENT_QUOTA, FakeAnthropic, FakeGemini, FakeOpenAI, FakeProvider
+from tests.fakes import INSUFFICIENT_QUOTA, FakeAnthropic, FakeGemini, FakeOpenAI, FakeProvider, TokenCounts
 
 HI = ChatRequest(messages=(ChatMessage("user", "say hi to me"),))
 CONVERSATION = ChatRequest(
@@ -423,14 +423,32 @@ async def test_anthropic_overloaded_error_event_is_retryable(ant: FakeAnthropic)
     assert (error.code, error.retryable, error.message) == ("upstream_stream_error", True, "Overloaded")
 
 
-def test_anthropic_usage_counts_cache_writes_and_reads_as_input() -> None:
+def test_anthropic_usage_counts_cache_writes_and_reads_as_input_each_kept_apart() -> None:
     counts = {
         "input_tokens": 10,
         "cache_creation_input_tokens": 20,
         "cache_read_input_tokens": 30,
         "output_tokens": 5,
     }
-    assert anthropic_usage(counts) == Usage(input_tokens=60, output_tokens=5, cached_input_tokens=30)
+    # Without the cache_creation breakdown every write is a 5-minute one.
+    assert anthropic_usage(counts) == Usage(
+        input_tokens=60, output_tokens=5, cached_input_tokens=30, cache_write_tokens=20
+    )
+    usage = {**counts, "cache_creation": {"ephemeral_5m_input_tokens": 12, "ephemeral_1h_input_tokens": 8}}
+    assert anthropic_usage(counts_of(usage)) == Usage(
+        input_tokens=60, output_tokens=5, cached_input_tokens=30, cache_write_tokens=12, cache_write_1h_tokens=8
+    )
+
+
+async def test_each_provider_reports_cached_and_reasoning_tokens_in_pulses_terms(upstream: Upstream) -> None:
+    # 1,000 prompt tokens of which 600 cached; 4 visible output tokens plus 30 of reasoning. Anthropic
+    # reports no reasoning count of its own (thinking is inside its output_tokens).
+    upstream.fake.reply(TEXT, input_tokens=1000, output_tokens=4, counts=TokenCounts(cached=600, reasoning=30))
+    result = await upstream.client().complete(HI, model=upstream.model)
+    deltas = await collect(upstream.client().stream(HI, model=upstream.model))
+    reasoning = 0 if upstream.fake.provider == "anthropic" else 30
+    expected = Usage(input_tokens=1000, output_tokens=34, cached_input_tokens=600, reasoning_tokens=reasoning)
+    assert result.usage == expected and deltas[-1].usage == expected
 
 
 # ---- Gemini ----------------------------------------------------------------------------
