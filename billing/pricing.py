@@ -41,6 +41,20 @@ def _or(price: Decimal | None, fallback: Decimal) -> Decimal:
     return fallback if price is None else price
 
 
+def dearest_chat_usage(input_tokens: int, output_tokens: int, prices: Prices) -> Usage:
+    """The usage a budget must hold for a chat call: every prompt token of the kind that costs most.
+    A cache write costs more than plain input (Anthropic: 1.25x for 5 minutes, 2x for an hour), and
+    whether the provider writes the cache is not known before it answers."""
+    input_price = _price(prices.input_usd_per_mtok, "input token")
+    write = _or(prices.cache_write_usd_per_mtok, input_price)
+    write_1h = _or(prices.cache_write_1h_usd_per_mtok, input_price)
+    if max(write, write_1h) <= input_price:
+        return Usage(input_tokens, output_tokens)
+    if write_1h >= write:
+        return Usage(input_tokens, output_tokens, cache_write_1h_tokens=input_tokens)
+    return Usage(input_tokens, output_tokens, cache_write_tokens=input_tokens)
+
+
 def image_cost(images: int, prices: Prices) -> Decimal:
     cost = Decimal(images) * _price(prices.usd_per_image, "image")
     return cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)

@@ -19,6 +19,7 @@ from typing import ClassVar, Generic, Self, TypeVar
 from django.conf import settings
 
 from billing.budget import estimate_tokens, worst_case_tokens
+from billing.pricing import dearest_chat_usage
 from core.modality import Modality
 from core.principal import Principal
 from gateway.chat_formats import ChatCall
@@ -137,7 +138,8 @@ class ChatOperation(Operation[R]):
         messages = self.chat.request.messages
         prompt_bytes = sum(len(m.content.encode()) for m in messages)
         max_tokens = self.chat.request.max_tokens or candidate.route.default_max_tokens
-        return Usage(*worst_case_tokens(prompt_bytes, max_tokens, len(messages)))
+        input_tokens, output_tokens = worst_case_tokens(prompt_bytes, max_tokens, len(messages))
+        return dearest_chat_usage(input_tokens, output_tokens, candidate.route.prices)
 
     def estimate(self, output_chars: int, known: Usage | None = None) -> Usage:
         output_tokens = estimate_tokens(output_chars)

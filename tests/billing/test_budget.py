@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from billing.budget import Amounts, budget_release, budget_reserve, budget_settle
 from billing.models import BudgetPeriod, UsageRecord
-from billing.pricing import chat_cost, image_cost, video_cost
+from billing.pricing import chat_cost, dearest_chat_usage, image_cost, video_cost
 from core.caps import Caps
 from core.errors import QuotaExceeded
 from gateway.errors import as_api_error
@@ -45,6 +45,17 @@ def test_every_token_kind_is_billed_at_its_own_rate():
     assert chat_cost(usage, claude) == Decimal("2.11500000")
     # A route with no cache prices bills those tokens at the input price, as before.
     assert chat_cost(usage, Prices(Decimal("3"), Decimal("15"))) == Decimal("3.01500000")
+
+
+def test_the_worst_case_of_a_prompt_is_the_dearest_kind_of_input_token():
+    claude = Prices(
+        Decimal("3"), Decimal("15"), cache_write_usd_per_mtok=Decimal("3.75"), cache_write_1h_usd_per_mtok=Decimal("6")
+    )
+    held = dearest_chat_usage(1000, 100, claude)
+    assert held == Usage(1000, 100, cache_write_1h_tokens=1000)
+    assert chat_cost(held, claude) == Decimal("0.00750000")  # 1,000 x $6 + 100 x $15, per million
+    gpt = Prices(Decimal("2.5"), Decimal("10"), cached_input_usd_per_mtok=Decimal("1.25"))
+    assert dearest_chat_usage(1000, 100, gpt) == Usage(1000, 100)  # reading the cache only ever costs less
 
 
 def test_half_of_the_smallest_unit_rounds_half_up():
