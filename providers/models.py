@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -57,6 +59,11 @@ class Provider(models.Model):
         )
 
 
+def usd_price(help_text: str = "") -> models.DecimalField[Decimal | None, Decimal | None]:
+    """A price in USD, exact to a millionth of a dollar; blank (null) when not set."""
+    return models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True, help_text=help_text)
+
+
 class ModelRoute(models.Model):
     """A public model name (or a pattern like `gpt-*`) and where it goes."""
 
@@ -77,46 +84,21 @@ class ModelRoute(models.Model):
     )
     # Blank means "not priced": such a route refuses requests rather than bill them at $0.
     # A free route (a self-hosted model, say) says so with an explicit 0.
-    input_usd_per_mtok = models.DecimalField(
-        max_digits=12,
-        decimal_places=6,
-        null=True,
-        blank=True,
-        help_text="USD per million input tokens. Blank: not priced.",
-    )
-    output_usd_per_mtok = models.DecimalField(
-        max_digits=12,
-        decimal_places=6,
-        null=True,
-        blank=True,
-        help_text="USD per million output tokens. Blank: not priced.",
-    )
+    input_usd_per_mtok = usd_price("USD per million input tokens. Blank: not priced.")
+    output_usd_per_mtok = usd_price("USD per million output tokens. Blank: not priced.")
     # The token kinds providers price apart from plain input. Blank: billed at the input price
     # (the provider's own list price should be set wherever it differs).
-    cached_input_usd_per_mtok = models.DecimalField(
-        max_digits=12,
-        decimal_places=6,
-        null=True,
-        blank=True,
-        help_text="USD per million input tokens read from the provider's prompt cache. Blank: the input price.",
+    cached_input_usd_per_mtok = usd_price(
+        "USD per million input tokens read from the provider's prompt cache. Blank: the input price."
     )
-    cache_write_usd_per_mtok = models.DecimalField(
-        max_digits=12,
-        decimal_places=6,
-        null=True,
-        blank=True,
-        help_text="USD per million input tokens written to the prompt cache (Anthropic: 5-minute). "
-        "Blank: the input price.",
+    cache_write_usd_per_mtok = usd_price(
+        "USD per million input tokens written to the prompt cache (Anthropic: 5-minute). Blank: the input price."
     )
-    cache_write_1h_usd_per_mtok = models.DecimalField(
-        max_digits=12,
-        decimal_places=6,
-        null=True,
-        blank=True,
-        help_text="USD per million input tokens written to Anthropic's 1-hour cache. Blank: the input price.",
+    cache_write_1h_usd_per_mtok = usd_price(
+        "USD per million input tokens written to Anthropic's 1-hour cache. Blank: the input price."
     )
-    usd_per_image = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
-    usd_per_video_second = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    usd_per_image = usd_price()
+    usd_per_video_second = usd_price()
     moderation_enabled = models.BooleanField(
         default=True, help_text="Run the moderation hooks on prompts to this route before any provider sees them."
     )
