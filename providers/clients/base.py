@@ -106,11 +106,57 @@ class ChatDelta:
 
 
 @dataclass(frozen=True)
+class InputImage:
+    """An image the client sent along: the picture to edit, or a video's first frame."""
+
+    content_type: str  # image/png, image/jpeg, image/webp
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class ImageRequest:
     prompt: str
     count: int = 1
     size: str | None = None  # "1024x1024", for providers that take pixel sizes
     aspect_ratio: str | None = None  # "16:9", for providers that take ratios
+    image: InputImage | None = None  # edit this image rather than start from nothing
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What one upstream image model accepts: requests are checked against it before a job is made."""
+
+    max_count: int = 1  # images per request (Pulse makes several calls where the provider makes one per call)
+    sizes: tuple[str, ...] = ()  # () = the model takes no pixel size
+    aspect_ratios: tuple[str, ...] = ()  # () = the model takes no aspect ratio
+    edits: bool = False  # takes an input image to edit
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """What one upstream video model accepts. A duration is made of steps: one generation of one of
+    `durations`, then up to `max_extensions` extensions of `extension_s` seconds each (0: none)."""
+
+    durations: tuple[int, ...]
+    aspect_ratios: tuple[str, ...] = ()
+    resolutions: tuple[str, ...] = ()
+    extension_s: int = 0
+    max_extensions: int = 0
+    extension_resolutions: tuple[str, ...] = ()  # the resolutions an extended video may have (() = any)
+    first_frame: bool = False  # takes an input image as the first frame
+
+    def steps(self, duration_s: int) -> tuple[int, ...] | None:
+        """The seconds each step makes, for exactly duration_s: the fewest steps (the longest first
+        generation); None when no chain reaches it."""
+        for extensions in range(self.max_extensions + 1 if self.extension_s else 1):
+            first = duration_s - extensions * self.extension_s
+            if first in self.durations:
+                return (first,) + (self.extension_s,) * extensions
+        return None
+
+    def allowed_durations(self) -> list[int]:
+        reach = {d + k * self.extension_s for d in self.durations for k in range(self.max_extensions + 1)}
+        return sorted(reach if self.extension_s else set(self.durations))
 
 
 @dataclass(frozen=True)
@@ -131,21 +177,49 @@ class ImageResult:
 
 @dataclass(frozen=True)
 class VideoRequest:
+    """One step of a video: a generation of duration_s seconds, or (extends set) an extension of the
+    video an earlier step made by duration_s seconds."""
+
     prompt: str
     duration_s: int
     aspect_ratio: str | None = None
     resolution: str | None = None
+    image: InputImage | None = None  # the first frame
+    extends: dict[str, Any] | None = None  # VideoOperation.video of the step to extend
 
 
 @dataclass
 class VideoOperation:
-    """A long-running generation at the provider: started, then polled until done."""
+    """A long-running generation at the provider: started, then polled until done. Kept as JSON on
+    the job between polls (as_dict / from_dict), so any worker can carry on with it."""
 
-    upstream_id: str
+    upstream_id: str  # the provider's handle: Gemini's operation name, Replicate's prediction id
     upstream_model: str
     done: bool = False
-    outputs: list[MediaOutput] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)  # video seconds delivered, once done
+    outputs: list[MediaOutput] = field(default_factory=list)  # URLs to download, once done
+    usage: Usage = field(default_factory=Usage)  # video seconds this step delivered, once done
+    video: dict[str, Any] = field(default_factory=dict)  # the provider's reference to the result, to extend it
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "upstream_id": self.upstream_id,
+            "upstream_model": self.upstream_model,
+            "done": self.done,
+            "outputs": [{"content_type": o.content_type, "url": o.url} for o in self.outputs],
+            "video_seconds": str(self.usage.video_seconds),
+            "video": self.video,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VideoOperation:
+        return cls(
+            data["upstream_id"],
+            data["upstream_model"],
+            data["done"],
+            [MediaOutput(o["content_type"], url=o["url"]) for o in data["outputs"]],
+            Usage(video_seconds=Decimal(data["video_seconds"])),
+            data["video"],
+        )
 
 
 @dataclass
@@ -187,14 +261,31 @@ class ProviderClient:
     async def generate_image(self, request: ImageRequest, *, model: str) -> ImageResult:
         raise self.unsupported("image generation")
 
+    def image_spec(self, model: str) -> ImageSpec | None:
+        """What this upstream image model accepts; None when this provider does not know the model
+        (a pattern route: the provider itself then checks the request)."""
+        return None
+
     async def start_video(self, request: VideoRequest, *, model: str) -> VideoOperation:
         raise self.unsupported("video generation")
 
     async def poll_video(self, operation: VideoOperation) -> VideoOperation:
+        """The operation's state now. Done with outputs, or still running; a generation that failed
+        (or that the provider's filter withheld) raises ProviderError."""
         raise self.unsupported("video generation")
 
     async def cancel_video(self, operation: VideoOperation) -> None:
-        raise self.unsupported("canceling video generation")
+        """Stop the generation upstream where the provider allows it (a no-op where it does not)."""
+
+    def video_spec(self, model: str) -> VideoSpec | None:
+        """What this upstream video model accepts; None when unknown (as image_spec)."""
+        return None
+
+    async def download(self, output: MediaOutput, *, max_bytes: int) -> bytes:
+        """A generated file's bytes (outputs given by URL expire upstream, so Pulse copies them)."""
+        if output.data is not None:
+            return output.data
+        raise self.unsupported("downloading outputs")
 
     def unsupported(self, capability: str) -> ProviderError:
         # A route pointing at a provider that cannot do this is Pulse's own configuration

@@ -16,13 +16,16 @@ from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
+from yarl import URL
 
-from providers.clients.base import RETRYABLE_STATUSES, ProviderClient, ProviderError
+from providers.clients.base import RETRYABLE_STATUSES, MediaOutput, ProviderClient, ProviderError
 from providers.clients.sse import sse_events
 
 T = TypeVar("T")
 
 MAX_MESSAGE_CHARS = 500
+MAX_REDIRECTS = 5
+DOWNLOAD_CHUNK = 2**16
 MIN_SECRET_CHARS = 8
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 # What a missing or mistyped field raises while an answer is read.
@@ -123,6 +126,61 @@ class HttpProviderClient(ProviderClient):
             raise self.transport_error(exc) from exc
         except HttpProcessingError as exc:  # a line past the read buffer (undecodable bytes are replaced)
             raise self.bad_response(f"an unreadable stream line ({type(exc).__name__})") from exc
+
+    def get(self, url: str, *, headers: dict[str, str] | None = None) -> Any:
+        return self.session.get(
+            url, headers=self.headers() if headers is None else headers, timeout=self.timeout, allow_redirects=False
+        )
+
+    async def get_json(self, url: str) -> dict[str, Any]:
+        """GET and return the JSON object answered (polling an operation); failures are ProviderErrors."""
+        try:
+            async with self.get(url) as response:
+                await self.raise_for_status(response)
+                raw = await response.read()
+        except TRANSPORT_ERRORS as exc:
+            raise self.transport_error(exc) from exc
+        return self.decode(raw)
+
+    def sends_key_to(self, url: URL) -> bool:
+        """Pulse's key goes to the provider's own host only, never to the storage a download redirects to."""
+        base = URL(self.provider.base_url)
+        return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
+
+    async def download(self, output: MediaOutput, *, max_bytes: int) -> bytes:
+        """The file's bytes, following redirects (the key is dropped once they leave the provider's
+        host), refusing anything larger than max_bytes."""
+        if output.data is not None or not output.url:
+            return await super().download(output, max_bytes=max_bytes)
+        url = URL(output.url)
+        try:
+            for _ in range(MAX_REDIRECTS + 1):
+                headers = self.headers() if self.sends_key_to(url) else {}
+                async with self.get(str(url), headers=headers) as response:
+                    if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
+                        url = url.join(URL(response.headers["Location"]))
+                        continue
+                    await self.raise_for_status(response)
+                    return await self._read_bounded(response, max_bytes)
+        except TRANSPORT_ERRORS as exc:
+            raise self.transport_error(exc) from exc
+        raise self.bad_response(f"more than {MAX_REDIRECTS} redirects downloading an output")
+
+    async def _read_bounded(self, response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+        if response.content_length is not None and response.content_length > max_bytes:
+            raise self.error(
+                f"an output of {response.content_length} bytes is over the {max_bytes}-byte limit",
+                retryable=False,
+                code="output_too_large",
+            )
+        data = bytearray()
+        async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
+            data += chunk
+            if len(data) > max_bytes:
+                raise self.error(
+                    f"an output is over the {max_bytes}-byte limit", retryable=False, code="output_too_large"
+                )
+        return bytes(data)
 
     async def raise_for_status(self, response: aiohttp.ClientResponse) -> None:
         if 200 <= response.status < 300:
