@@ -51,11 +51,12 @@ def _headers(pairs: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(name.encode(), value.encode()) for name, value in pairs.items()]
 
 
-class ChatConsumer(AsyncHttpConsumer):
-    """POST /v1/chat/complete: Pulse's own chat format."""
+class JsonApiConsumer(AsyncHttpConsumer):
+    """A POST endpoint with a JSON body on the hot path: reads the body (refusing oversize ones before
+    they are read), answers errors in the envelope, and cancels the work if the client leaves.
+    Subclasses implement _handle."""
 
-    dialect: ClassVar[type[Dialect]] = PulseDialect
-    path: ClassVar[str] = "/v1/chat/complete"  # routed (gateway/routing.py) and documented (gateway/schema.py)
+    path: ClassVar[str]  # routed (gateway/routing.py) and documented (gateway/schema.py)
     # No channel layer: a request needs no group messages, and joining the layer would cost
     # a new channel (a Redis round trip with channels-redis) on every request.
     channel_layer_alias = "no-channel-layer"
@@ -132,7 +133,7 @@ class ChatConsumer(AsyncHttpConsumer):
         except Exception as exc:
             error = as_api_error(exc)
             if error.status >= 500 and error is not exc:
-                logger.exception("unhandled error in chat consumer")
+                logger.exception("unhandled error in %s", type(self).__name__)
             status = error.status
             await self._send_error(error)
         finally:
@@ -141,6 +142,10 @@ class ChatConsumer(AsyncHttpConsumer):
             )
 
     async def _handle(self, body: bytes) -> int:
+        """Answer the request; returns the status sent."""
+        raise NotImplementedError
+
+    def _require_post(self) -> None:
         if self.scope["method"] != "POST":
             raise ApiError(
                 f"Method {self.scope['method']} not allowed.",
@@ -148,19 +153,6 @@ class ChatConsumer(AsyncHttpConsumer):
                 code="method_not_allowed",
                 headers={"Allow": "POST"},
             )
-        admission = await admit(self.headers)
-        self.common_headers.update(admission.headers)
-        call = self.dialect.parse(self._json(body))
-        context = RequestContext(admission.principal, self.request_id, self.path)
-        if call.stream:
-            async with open_stream(context, ChatStreaming(call)) as stream:
-                return await self._stream(call, stream)
-        answer = await run(context, ChatCompletion(call))
-        answered = self._answered(call, answer.candidate)
-        rendered = self.dialect.answer(answer.result, answer.usage, answered, answer.cost_usd)
-        headers = self._response_headers(JSON, answer.candidate, answer.cost_usd)
-        await self.send_response(200, json.dumps(rendered).encode(), headers=headers)
-        return 200
 
     def _json(self, body: bytes) -> Any:
         content_type = self.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -174,6 +166,36 @@ class ChatConsumer(AsyncHttpConsumer):
             return json.loads(body)
         except ValueError as exc:  # UnicodeDecodeError included
             raise InvalidRequest(f"The body is not valid JSON: {exc}", code="invalid_json") from None
+
+    async def _send_json(self, status: int, payload: Any, headers: dict[str, str]) -> None:
+        all_headers = {"Content-Type": JSON, **self.common_headers, **headers}
+        await self.send_response(status, json.dumps(payload).encode(), headers=_headers(all_headers))
+
+    async def _send_error(self, error: ApiError) -> None:
+        await self._send_json(error.status, error.body(), error.headers)
+
+
+class ChatConsumer(JsonApiConsumer):
+    """POST /v1/chat/complete: Pulse's own chat format."""
+
+    dialect: ClassVar[type[Dialect]] = PulseDialect
+    path = "/v1/chat/complete"
+
+    async def _handle(self, body: bytes) -> int:
+        self._require_post()
+        admission = await admit(self.headers)
+        self.common_headers.update(admission.headers)
+        call = self.dialect.parse(self._json(body))
+        context = RequestContext(admission.principal, self.request_id, self.path)
+        if call.stream:
+            async with open_stream(context, ChatStreaming(call)) as stream:
+                return await self._stream(call, stream)
+        answer = await run(context, ChatCompletion(call))
+        answered = self._answered(call, answer.candidate)
+        rendered = self.dialect.answer(answer.result, answer.usage, answered, answer.cost_usd)
+        headers = self._response_headers(JSON, answer.candidate, answer.cost_usd)
+        await self.send_response(200, json.dumps(rendered).encode(), headers=headers)
+        return 200
 
     def _answered(self, call: ChatCall, candidate: Candidate) -> Answered:
         return Answered(self.request_id, call.model, candidate.provider.name, candidate.upstream_model, now_created())
@@ -195,8 +217,7 @@ class ChatConsumer(AsyncHttpConsumer):
         if self.response_started:
             await self.send_body(self.dialect.stream_error(error), more_body=False)
             return
-        headers = {"Content-Type": JSON, **self.common_headers, **error.headers}
-        await self.send_response(error.status, json.dumps(error.body()).encode(), headers=_headers(headers))
+        await super()._send_error(error)
 
     # --- streaming --------------------------------------------------------------
     async def _stream(self, call: ChatCall, stream: MeteredStream) -> int:

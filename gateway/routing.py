@@ -6,8 +6,9 @@ from typing import Any
 from django.urls import URLPattern, path
 
 from gateway.consumers import CHAT_CONSUMERS
+from gateway.jobs.consumers import JOB_CONSUMERS
 
 http_consumer_routes: list[URLPattern] = [
-    path(consumer.path.removeprefix("/"), consumer.as_asgi()) for consumer in CHAT_CONSUMERS
+    path(consumer.path.removeprefix("/"), consumer.as_asgi()) for consumer in (*CHAT_CONSUMERS, *JOB_CONSUMERS)
 ]
 websocket_routes: list[Any] = []

@@ -15,6 +15,9 @@ from rest_framework.views import APIView
 
 from gateway.chat_formats import ChatCompleteRequest, ChatCompleteResponse, ChatCompletionsRequest, OpenAIContent
 from gateway.consumers import ChatCompletionsConsumer, ChatConsumer
+from gateway.jobs.consumers import ImageGenerateConsumer, VideoGenerateConsumer
+from gateway.jobs.requests import ImageGenerateRequest, VideoGenerateRequest
+from gateway.jobs.serializers import JobSerializer
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -91,7 +94,43 @@ class ChatCompletionsDoc(APIView):
         raise NotImplementedError
 
 
+JOB_CREATED = {
+    200: OpenApiResponse(JobSerializer, "With `Prefer: wait=N`: the job finished within N seconds"),
+    202: OpenApiResponse(JobSerializer, "The job, queued or running; poll `GET /v1/jobs/{id}` (the Location)"),
+    **ERRORS,
+}
+
+
+class ImageGenerateDoc(APIView):
+    @extend_schema(
+        operation_id="images_generate",
+        tags=["jobs"],
+        request=ImageGenerateRequest,
+        summary="Generate images as a job (`Prefer: wait=N`, N up to 60, waits for it)",
+        description="Values are checked against the model: a 400 names the param and lists what it allows.",
+        responses=JOB_CREATED,
+    )
+    def post(self, request):  # pragma: no cover - documentation only, served by ImageGenerateConsumer
+        raise NotImplementedError
+
+
+class VideoGenerateDoc(APIView):
+    @extend_schema(
+        operation_id="video_generate",
+        tags=["jobs"],
+        request=VideoGenerateRequest,
+        summary="Generate a video as a job (`Prefer: wait=N`, N up to 60, waits for it)",
+        description="Durations longer than one provider call are made in steps (Veo 3.1: 8 s, then 7 s "
+        "extensions), billed for the seconds delivered; a 400 lists the durations the model can make.",
+        responses=JOB_CREATED,
+    )
+    def post(self, request):  # pragma: no cover - documentation only, served by VideoGenerateConsumer
+        raise NotImplementedError
+
+
 urlpatterns = [
+    path(ImageGenerateConsumer.path.removeprefix("/"), ImageGenerateDoc.as_view()),
+    path(VideoGenerateConsumer.path.removeprefix("/"), VideoGenerateDoc.as_view()),
     path(ChatConsumer.path.removeprefix("/"), ChatCompleteDoc.as_view()),
     path(ChatCompletionsConsumer.path.removeprefix("/"), ChatCompletionsDoc.as_view()),
     path("", include("pulse.urls")),

@@ -170,12 +170,60 @@ if CELERY_BROKER_URL == "filesystem://":
         "control_folder": str(_celery_dir / "control"),
         "store_processed": False,
     }
+else:
+    # A task's message stays unacknowledged until it finishes (acks_late); Redis hands it out again
+    # after this long, so it must outlast the longest poll countdown and a task's time limit.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 1800}
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a worker process killed mid-task puts its message back
+CELERY_BEAT_SCHEDULE = {
+    "reap-stuck-jobs": {"task": "gateway.jobs.tasks.reap_jobs", "schedule": 60.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_IMPORTS = ("gateway.jobs.tasks",)
+
+# --- Media jobs (gateway/jobs) -------------------------------------------------
+# Generated files are copied into Django's default storage: files under MEDIA_ROOT, or an
+# S3-compatible bucket when JOB_STORAGE_S3_BUCKET is set (credentials from the usual AWS_* variables).
+MEDIA_ROOT = env.str("MEDIA_ROOT", default=str(VAR_DIR / "media"))
+JOB_STORAGE_S3_BUCKET = env.str("JOB_STORAGE_S3_BUCKET", default="")
+if JOB_STORAGE_S3_BUCKET:
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": JOB_STORAGE_S3_BUCKET,
+            "endpoint_url": env.str("JOB_STORAGE_S3_ENDPOINT_URL", default="") or None,
+            "default_acl": "private",
+            "querystring_auth": True,
+        },
+    }
+else:
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# How long a signed output URL works (an <img> on a page can use it without the API key).
+JOB_OUTPUT_URL_TTL_S = env.int("JOB_OUTPUT_URL_TTL_S", default=3600)
+JOB_MAX_OUTPUT_BYTES = env.int("JOB_MAX_OUTPUT_BYTES", default=512 * 1024 * 1024)
+# A worker holds a job this long per task; one that dies is taken over once the lease ends,
+# at most JOB_MAX_TAKEOVERS times before the job fails (worker_lost).
+JOB_LEASE_S = env.float("JOB_LEASE_S", default=600.0)
+JOB_MAX_TAKEOVERS = env.int("JOB_MAX_TAKEOVERS", default=3)
+# A job with no progress this long past when it was due is handed to a worker again (the reaper).
+JOB_STALE_GRACE_S = env.float("JOB_STALE_GRACE_S", default=120.0)
+# When every provider failed with a retryable error: retries of the whole job, with backoff.
+JOB_MAX_RETRIES = env.int("JOB_MAX_RETRIES", default=3)
+JOB_RETRY_BACKOFF_S = env.float("JOB_RETRY_BACKOFF_S", default=5.0)
+# Seconds between polls of a long-running provider operation (Veo, Replicate); the official samples use 10.
+JOB_POLL_S = env.float("JOB_POLL_S", default=10.0)
+# The longest `Prefer: wait=N` honoured.
+JOB_MAX_WAIT_S = 60
 
 # --- API ---------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -3,6 +3,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from gateway import usage_views, views
+from gateway.jobs import views as job_views
 
 handler400 = "gateway.errors.bad_request_view"
 handler403 = "gateway.errors.permission_denied_view"
@@ -15,6 +16,11 @@ urlpatterns = [
     path("metrics", views.MetricsView.as_view(), name="metrics"),
     path("v1/models", views.ModelListView.as_view(), name="models"),
     path("v1/usage", usage_views.UsageView.as_view(), name="usage"),
+    path("v1/jobs", job_views.JobListView.as_view(), name="jobs"),
+    path("v1/jobs/<uuid:job_id>", job_views.JobView.as_view(), name="job"),
+    path("v1/jobs/<uuid:job_id>/cancel", job_views.JobCancelView.as_view(), name="job-cancel"),
+    path("v1/jobs/<uuid:job_id>/outputs/<int:index>", job_views.JobOutputView.as_view(), name="job-output"),
+    path("v1/files/<str:token>", job_views.SignedFileView.as_view(), name="job-file"),
     path("v1/usage/export.csv", usage_views.UsageExportView.as_view(), name="usage-export"),
     path(
         "v1/schema/",

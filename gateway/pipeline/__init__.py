@@ -19,8 +19,20 @@ from gateway.pipeline.operations import (
     ChatStreaming,
     ImageGeneration,
     Operation,
+    VideoGeneration,
+    VideoStarted,
 )
-from gateway.pipeline.run import Answer, MeteredStream, StreamInterrupted, open_stream, run
+from gateway.pipeline.run import (
+    Answer,
+    MeteredStream,
+    Prepared,
+    StreamInterrupted,
+    finish,
+    open_stream,
+    prepare,
+    record_failure,
+    run,
+)
 
 __all__ = [
     "Admission",
@@ -35,7 +47,13 @@ __all__ = [
     "Operation",
     "RequestContext",
     "StreamInterrupted",
+    "VideoGeneration",
+    "VideoStarted",
+    "Prepared",
     "admit",
+    "finish",
+    "prepare",
+    "record_failure",
     "open_stream",
     "plan_candidates",
     "run",

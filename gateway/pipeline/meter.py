@@ -104,9 +104,16 @@ class Meter:
         await self._record(status, candidate=candidate, usage=usage, cost=cost, attempts=tried, error_code=error_code)
         return Billed(usage, cost)
 
-    async def nothing_billed(self, status: str, error_code: str, attempts: Sequence[dict[str, Any]] = ()) -> None:
-        """Record a request that produced nothing billable (failed, blocked before a provider, canceled)."""
+    async def nothing_billed(
+        self, status: str, error_code: str, attempts: Sequence[dict[str, Any]] = (), *, message: str = ""
+    ) -> None:
+        """Record a request that produced nothing billable (failed, blocked before a provider, canceled).
+        message: the error's text, for meters that keep it (a job's); the ledger keeps the code."""
         await self._record(status, error_code=error_code, attempts=list(attempts))
+
+    async def write(self, event: UsageEvent, reservation: Reservation | None) -> None:
+        """Append the ledger row and settle the hold (a media job's meter also finishes the job there)."""
+        await aledger_record_usage(event, reservation)
 
     async def _record(
         self,
@@ -152,7 +159,7 @@ class Meter:
         reservation, self.reservation = self.reservation, None
         try:
             # Shielded: a client leaving while the row is written must not cancel the write.
-            await asyncio.shield(aledger_record_usage(event, reservation))
+            await asyncio.shield(self.write(event, reservation))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -1,5 +1,5 @@
 """What a request asks a provider to do, one class per operation: chat complete, chat stream,
-image generation.
+image generation, the start of a video generation.
 
 The pipeline is the same for all of them; an operation supplies what differs: the modality
 (so the routes and prices that apply), the prompt texts moderation screens, the worst case
@@ -11,10 +11,11 @@ seconds are billed when the job ends rather than when the call returns).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from functools import lru_cache
-from typing import ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from django.conf import settings
 
@@ -27,13 +28,19 @@ from gateway.moderation.pipeline import moderate_answer
 from providers.clients import client_for
 from providers.clients.base import (
     CONTENT_FILTER,
+    UNSUPPORTED_CAPABILITY,
     ChatDelta,
     ChatRequest,
     ChatResult,
     ImageRequest,
     ImageResult,
+    InputImage,
+    MediaOutput,
+    ProviderConfig,
     ProviderError,
     Usage,
+    VideoOperation,
+    VideoRequest,
 )
 from providers.routing import Candidate, Route
 
@@ -225,19 +232,83 @@ class MediaOperation(Operation[R]):
         return self if text == self.prompt_text else replace(self, prompt_text=text)
 
 
+# Copies a provider's outputs into Pulse's storage (a media job's): URLs upstream expire.
+Keep = Callable[[ProviderConfig, list[MediaOutput]], Awaitable[list[MediaOutput]]]
+
+
 @dataclass(frozen=True)
 class ImageGeneration(MediaOperation[ImageResult]):
     count: int = 1
     size: str | None = None
     aspect_ratio: str | None = None
+    image: InputImage | None = None  # the image to edit
+    keep: Keep | None = None  # the outputs are kept before the request is billed SUCCEEDED
     modality: ClassVar[str] = Modality.IMAGE
 
     def worst_case(self, candidate: Candidate) -> Usage:
         return Usage(images=self.count)
 
     async def call(self, candidate: Candidate) -> ImageResult:
-        request = ImageRequest(self.prompt_text, self.count, self.size, self.aspect_ratio)
+        request = ImageRequest(self.prompt_text, self.count, self.size, self.aspect_ratio, self.image)
         return await client_for(candidate.provider).generate_image(request, model=candidate.upstream_model)
 
     def usage_of(self, result: ImageResult) -> Usage:
         return result.usage
+
+    async def checked(self, result: ImageResult, *, route: Route, principal: Principal, request_id: str) -> ImageResult:
+        if self.keep is None:
+            return result
+        return replace(result, images=await self.keep(route.provider, result.images))
+
+
+@dataclass
+class VideoStarted:
+    """A video's first step, accepted by a provider: the operation to poll, and the seconds of each
+    step the whole duration takes on this provider's model (a generation, then extensions)."""
+
+    operation: VideoOperation
+    steps: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class VideoGeneration(MediaOperation[VideoStarted]):
+    """Starting a video. Only the start goes through the candidates loop (a provider that does not
+    take the job falls back); polling, the further steps and the bill happen as the job runs, and
+    the seconds are billed when it ends."""
+
+    duration_s: int = 8
+    aspect_ratio: str | None = None
+    resolution: str | None = None
+    image: InputImage | None = None  # the first frame
+    modality: ClassVar[str] = Modality.VIDEO
+
+    def worst_case(self, candidate: Candidate) -> Usage:
+        return Usage(video_seconds=Decimal(self.duration_s))
+
+    def steps_on(self, candidate: Candidate) -> tuple[int, ...]:
+        """The steps that make duration_s on this candidate's model (one, when the model is unknown:
+        the provider checks the duration itself)."""
+        client = client_for(candidate.provider)
+        spec = client.video_spec(candidate.upstream_model)
+        steps = (self.duration_s,) if spec is None else spec.steps(self.duration_s)
+        if steps is None:  # this fallback's model cannot make it: the next candidate may
+            raise client.error(
+                f"{candidate.upstream_model} cannot make a {self.duration_s}-second video",
+                retryable=True,
+                code=UNSUPPORTED_CAPABILITY,
+            )
+        return steps
+
+    def step_request(self, seconds: int, extends: dict[str, Any] | None = None) -> VideoRequest:
+        """One step: the generation (with the first frame), or an extension of the video so far."""
+        image = None if extends else self.image
+        return VideoRequest(self.prompt_text, seconds, self.aspect_ratio, self.resolution, image, extends)
+
+    async def call(self, candidate: Candidate) -> VideoStarted:
+        steps = self.steps_on(candidate)
+        client = client_for(candidate.provider)
+        operation = await client.start_video(self.step_request(steps[0]), model=candidate.upstream_model)
+        return VideoStarted(operation, steps)
+
+    def usage_of(self, result: VideoStarted) -> Usage:
+        return Usage()  # nothing is delivered yet: the job bills the seconds when it ends

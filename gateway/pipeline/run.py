@@ -61,14 +61,25 @@ def outcome_of(error: BaseException) -> tuple[str, str]:
     return (Status.BLOCKED if code == CONTENT_POLICY_VIOLATION else Status.FAILED), code
 
 
-async def _record_failure(meter: Meter, error: BaseException) -> None:
+async def record_failure(meter: Meter, error: BaseException) -> None:
     """The one ledger row of a request that ended in error (a no-op when it was already billed)."""
     status, code = outcome_of(error)
     attempts = error.extra.get("attempts", []) if isinstance(error, ApiError) else []
-    await meter.nothing_billed(status, code, attempts)
+    message = error.message if isinstance(error, ApiError | DomainError) else ""
+    await meter.nothing_billed(status, code, attempts, message=message)
 
 
-async def _prepared(context: RequestContext, operation: OperationT) -> tuple[OperationT, list[Candidate], Meter]:
+@dataclass
+class Prepared(Generic[OperationT]):
+    """A request past planning, the budget hold and moderation: ready for its provider call, now
+    (run) or later in a worker (a media job keeps the hold and the moderated prompt meanwhile)."""
+
+    operation: OperationT
+    candidates: list[Candidate]
+    meter: Meter
+
+
+async def prepare(context: RequestContext, operation: OperationT) -> Prepared[OperationT]:
     """Plan, hold the worst case, moderate. A failure after the hold is metered here."""
     table = await arouting_table()
     candidates = plan_candidates(operation, table)
@@ -80,9 +91,9 @@ async def _prepared(context: RequestContext, operation: OperationT) -> tuple[Ope
         moderated = await moderate_prompt(
             operation, route=route, principal=context.principal, request_id=context.request_id
         )
-        return moderated, candidates, meter
+        return Prepared(moderated, candidates, meter)
     except BaseException as error:
-        await _record_failure(meter, error)
+        await record_failure(meter, error)
         raise
 
 
@@ -98,7 +109,12 @@ async def run(context: RequestContext, operation: Operation[R]) -> Answer[R]:
     """The operation's answer from the first candidate that gives one, billed; or the ApiError to answer."""
     if isinstance(operation, ChatStreaming):
         raise TypeError("a stream is opened with open_stream(), which meters it as it ends")
-    operation, candidates, meter = await _prepared(context, operation)
+    return await finish(await prepare(context, operation))
+
+
+async def finish(prepared: Prepared[Operation[R]]) -> Answer[R]:
+    """A prepared request's provider call, with fallback, checked and billed exactly once."""
+    operation, candidates, meter = prepared.operation, prepared.candidates, prepared.meter
     try:
         settled = await try_candidates(candidates, operation)
         if settled.refused:
@@ -108,15 +124,15 @@ async def run(context: RequestContext, operation: Operation[R]) -> Answer[R]:
             result = await operation.checked(
                 settled.result,
                 route=settled.candidate.route,
-                principal=context.principal,
-                request_id=context.request_id,
+                principal=meter.context.principal,
+                request_id=meter.context.request_id,
             )
         except ContentBlocked as blocked:  # withheld, but produced (and charged) all the same
             await meter.bill(Status.BLOCKED, settled.candidate, usage, settled.attempts, error_code=blocked.code)
             raise
         billed = await meter.bill(Status.SUCCEEDED, settled.candidate, usage, settled.attempts)
     except BaseException as error:
-        await _record_failure(meter, error)
+        await record_failure(meter, error)
         raise
     return Answer(settled.candidate, result, billed.usage, billed.cost_usd, settled.attempts)
 
@@ -188,13 +204,14 @@ async def open_stream(context: RequestContext, operation: ChatStreaming) -> Asyn
     """A stream from the first candidate that yields a first delta (a refusal there is BLOCKED), owned
     from its opening to its ledger row: however the block is left, the row is written once and the
     upstream response closed."""
-    operation, candidates, meter = await _prepared(context, operation)
+    prepared = await prepare(context, operation)
+    operation, candidates, meter = prepared.operation, prepared.candidates, prepared.meter
     try:
         settled = await try_candidates(candidates, operation)
         if settled.refused:
             await _bill_refusal(settled, operation, meter)
     except BaseException as error:
-        await _record_failure(meter, error)
+        await record_failure(meter, error)
         raise
     stream = MeteredStream(settled, operation, meter)
     try:
