@@ -50,8 +50,15 @@ DEFAULT_ROUTES: list[tuple[str, str, str, str, dict[str, D]]] = [
     ("nano-banana*", "gemini", "gemini-2.5-flash-image", IMAGE, {"usd_per_image": D("0.039")}),
     ("gemini*", "gemini", "", CHAT, {}),
     ("google:*", "gemini", "", CHAT, {}),
-    ("veo3", "gemini", "veo-3.0-generate-001", VIDEO, {"usd_per_video_second": D("0.4")}),
-    ("veo3-fast", "gemini", "veo-3.0-fast-generate-001", VIDEO, {"usd_per_video_second": D("0.15")}),
-    ("veo3*", "gemini", "veo-3.0-generate-001", VIDEO, {"usd_per_video_second": D("0.4")}),
+    # Veo 3.1: the Veo 3 models that can extend a video, so veo3 makes any duration of 8 s plus 7 s steps.
+    ("veo3", "gemini", "veo-3.1-generate-preview", VIDEO, {"usd_per_video_second": D("0.4")}),
+    ("veo3-fast", "gemini", "veo-3.1-fast-generate-preview", VIDEO, {"usd_per_video_second": D("0.15")}),
+    ("veo3.0", "gemini", "veo-3.0-generate-001", VIDEO, {"usd_per_video_second": D("0.4")}),
+    ("veo3.0-fast", "gemini", "veo-3.0-fast-generate-001", VIDEO, {"usd_per_video_second": D("0.15")}),
+    ("veo3*", "gemini", "veo-3.1-generate-preview", VIDEO, {"usd_per_video_second": D("0.4")}),
+    # OpenAI bills images by size and quality (gpt-image-1: by image tokens), which a per-image
+    # price cannot say exactly: these routes stay unpriced until an admin prices them for their use.
+    ("gpt-image-1", "openai", "", IMAGE, {}),
+    ("dall-e-3", "openai", "", IMAGE, {}),
     ("replicate:*", "replicate", "", IMAGE, {}),
 ]

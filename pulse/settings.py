@@ -190,7 +190,7 @@ CELERY_IMPORTS = ("gateway.jobs.tasks",)
 # --- Media jobs (gateway/jobs) -------------------------------------------------
 # Generated files are copied into Django's default storage: files under MEDIA_ROOT, or an
 # S3-compatible bucket when JOB_STORAGE_S3_BUCKET is set (credentials from the usual AWS_* variables).
-MEDIA_ROOT = env.str("MEDIA_ROOT", default=str(VAR_DIR / "media"))
+MEDIA_ROOT = env.str("MEDIA_ROOT", default="") or str(VAR_DIR / "media")
 JOB_STORAGE_S3_BUCKET = env.str("JOB_STORAGE_S3_BUCKET", default="")
 if JOB_STORAGE_S3_BUCKET:
     _default_storage = {

@@ -10,7 +10,8 @@ PORT=${PORT:-8081}
 "$BIN/python" manage.py sync_providers
 
 trap 'trap - EXIT INT TERM; kill 0 2>/dev/null; wait' EXIT INT TERM
-"$BIN/celery" -A pulse worker --loglevel INFO --concurrency 2 &
+# -B: the beat beside the worker runs the reaper (jobs whose worker died are handed back).
+"$BIN/celery" -A pulse worker -B --loglevel INFO --concurrency 2 &
 "$BIN/uvicorn" pulse.asgi:application --host "${HOST:-127.0.0.1}" --port "$PORT" \
     --loop uvloop --http httptools --no-access-log &
 wait -n

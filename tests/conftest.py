@@ -23,6 +23,13 @@ def pytest_configure(config):
         backend = settings.CACHES["default"]["BACKEND"]
         assert engine.endswith("postgresql"), f"PULSE_REQUIRE_SERVICES set but database is {engine}"
         assert backend.endswith("RedisCache"), f"PULSE_REQUIRE_SERVICES set but cache is {backend}"
+    # Without a broker server, the in-process test workers pass messages in memory (the embedded
+    # default keeps them in files under var/, shared with `make run`).
+    from pulse.celery import app
+
+    if settings.CELERY_BROKER_URL == "filesystem://":
+        app.conf.broker_url = "memory://"
+        app.conf.broker_transport_options = {"polling_interval": 0.05}
 
 
 @pytest.fixture(autouse=True)
@@ -151,6 +158,21 @@ def gateway(live_gateway, fake_providers, transactional_db):
 def live_key(transactional_db, django_user_model):
     user = django_user_model.objects.create_user("live-user")
     return api_key_create(user=user, name="live")[1]
+
+
+@pytest.fixture
+def job_worker(transactional_db, settings, tmp_path):
+    """A real Celery worker (in this process, on a thread) running the job tasks from the broker,
+    countdowns included; polls and backoffs shortened, job files under a temporary MEDIA_ROOT."""
+    from celery.contrib.testing.worker import start_worker
+
+    from pulse.celery import app
+
+    settings.JOB_POLL_S = 0.05
+    settings.JOB_RETRY_BACKOFF_S = 0.05
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10):
+        yield app
 
 
 @pytest.fixture
