@@ -9,12 +9,14 @@ from providers.clients.anthropic import AnthropicClient
 from providers.clients.base import ProviderClient, ProviderConfig
 from providers.clients.gemini import GeminiClient
 from providers.clients.openai import OpenAIClient, OpenAICompatibleClient
+from providers.clients.replicate import ReplicateClient
 
 CLIENTS: dict[str, type[ProviderClient]] = {
     "openai": OpenAIClient,
     "openai_compatible": OpenAICompatibleClient,
     "anthropic": AnthropicClient,
     "gemini": GeminiClient,
+    "replicate": ReplicateClient,
 }
 
 
@@ -34,5 +36,6 @@ __all__ = [
     "GeminiClient",
     "OpenAIClient",
     "OpenAICompatibleClient",
+    "ReplicateClient",
     "client_for",
 ]

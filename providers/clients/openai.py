@@ -1,4 +1,5 @@
-"""OpenAI chat completions, also spoken by OpenAI-compatible servers (vLLM, Ollama, ...).
+"""OpenAI chat completions, also spoken by OpenAI-compatible servers (vLLM, Ollama, ...), and
+OpenAI's Images API (generations, and edits of an uploaded image).
 
 Pulse's normalised request is already OpenAI-shaped, so the translation is thin; what
 differs between `openai` and `openai_compatible` is the name of the token limit and how
@@ -7,12 +8,15 @@ complete the usage report is.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import base64
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 
+from core.errors import CONTENT_POLICY_VIOLATION
 from providers.clients.base import (
     CONTENT_FILTER,
     LENGTH,
@@ -21,9 +25,15 @@ from providers.clients.base import (
     ChatDelta,
     ChatRequest,
     ChatResult,
+    ImageRequest,
+    ImageResult,
+    ImageSpec,
+    InputImage,
+    MediaOutput,
+    ProviderError,
     Usage,
 )
-from providers.clients.http_client import HttpProviderClient, error_object, set_fields
+from providers.clients.http_client import TRANSPORT_ERRORS, HttpProviderClient, error_object, set_fields
 
 FINISH_REASONS = {
     "stop": STOP,
@@ -33,6 +43,20 @@ FINISH_REASONS = {
     "function_call": TOOL_CALLS,  # the legacy name of tool_calls
 }
 DONE = "[DONE]"
+
+# What each image model takes (openai-python's image_generate_params / image_edit_params).
+GPT_IMAGE = ImageSpec(max_count=10, sizes=("1024x1024", "1536x1024", "1024x1536", "auto"), edits=True)
+IMAGE_SPECS = {
+    "gpt-image-1": GPT_IMAGE,
+    "gpt-image-1-mini": GPT_IMAGE,
+    "dall-e-3": ImageSpec(max_count=1, sizes=("1024x1024", "1792x1024", "1024x1792")),
+    "dall-e-2": ImageSpec(max_count=10, sizes=("256x256", "512x512", "1024x1024"), edits=True),
+}
+# The safety system's refusal: gpt-image says moderation_blocked, DALL-E content_policy_violation.
+SAFETY_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
+# output_format -> content type; gpt-image answers PNG unless asked otherwise, DALL-E always PNG.
+IMAGE_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+UPLOAD_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 def openai_usage(usage: dict[str, Any] | None) -> Usage:
@@ -74,12 +98,51 @@ def read_chunk(chunk: dict[str, Any]) -> tuple[str, str | None, Usage | None]:
     return text, choice.get("finish_reason"), usage
 
 
+def image_output(item: dict[str, Any], content_type: str) -> MediaOutput:
+    """gpt-image answers the bytes (b64_json); DALL-E a URL that expires after an hour."""
+    if item.get("b64_json"):
+        return MediaOutput(content_type, data=base64.b64decode(item["b64_json"], validate=True))
+    return MediaOutput(content_type, url=str(item["url"]))
+
+
+def image_result(answer: dict[str, Any], model: str) -> ImageResult:
+    content_type = IMAGE_FORMATS.get(answer.get("output_format") or "png", "image/png")
+    images = [image_output(item, content_type) for item in answer["data"]]
+    if not images:
+        raise ValueError("no images in data")
+    tokens = answer.get("usage") or {}  # gpt-image bills tokens as well; DALL-E reports none
+    usage = Usage(
+        input_tokens=tokens.get("input_tokens") or 0, output_tokens=tokens.get("output_tokens") or 0, images=len(images)
+    )
+    return ImageResult(images, model, usage)
+
+
+def edit_form(request: ImageRequest, image: InputImage, model: str) -> aiohttp.FormData:
+    """The edits endpoint takes multipart/form-data. The image part must say its content type: the API
+    checks the part's type, and a part without one is application/octet-stream, which it refuses.
+    One image goes in the `image` part, which every edit model takes (`image[]` is gpt-image's
+    name for several)."""
+    form = aiohttp.FormData()
+    for name, value in set_fields(model=model, prompt=request.prompt, n=str(request.count), size=request.size).items():
+        form.add_field(name, value)
+    filename = f"image.{UPLOAD_EXTENSIONS.get(image.content_type, 'png')}"
+    form.add_field("image", image.data, filename=filename, content_type=image.content_type)
+    return form
+
+
 class OpenAIClient(HttpProviderClient):
     # Current OpenAI models reject max_tokens; vLLM and Ollama only know max_tokens.
     token_limit_field = "max_completion_tokens"
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.provider.api_key}"}
+
+    def status_error(self, status: int, body: Any, headers: Mapping[str, str]) -> ProviderError:
+        error = super().status_error(status, body, headers)
+        if error_object(body).get("code") in SAFETY_CODES:
+            # OpenAI's safety system refused the prompt: Pulse does not shop a refused prompt around.
+            return replace(error, retryable=False, code=CONTENT_POLICY_VIOLATION)
+        return error
 
     @property
     def url(self) -> str:
@@ -121,6 +184,27 @@ class OpenAIClient(HttpProviderClient):
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         body = await self.post_json(self.endpoint("/moderations"), {"input": texts, "model": model}, timeout=timeout)
         return self.parse(moderation_results, body, len(texts))
+
+    def image_spec(self, model: str) -> ImageSpec | None:
+        return IMAGE_SPECS.get(model)
+
+    async def generate_image(self, request: ImageRequest, *, model: str) -> ImageResult:
+        if request.image is not None:
+            answer = await self.post_form(self.endpoint("/images/edits"), edit_form(request, request.image, model))
+        else:
+            body = {"model": model, "prompt": request.prompt, "n": request.count, **set_fields(size=request.size)}
+            answer = await self.post_json(self.endpoint("/images/generations"), body)
+        return self.parse(image_result, answer, model)
+
+    async def post_form(self, url: str, form: aiohttp.FormData) -> dict[str, Any]:
+        """POST multipart/form-data and return the JSON object answered; failures are ProviderErrors."""
+        try:
+            async with self.session.post(url, data=form, headers=self.headers(), timeout=self.timeout) as response:
+                await self.raise_for_status(response)
+                raw = await response.read()
+        except TRANSPORT_ERRORS as exc:
+            raise self.transport_error(exc) from exc
+        return self.decode(raw)
 
 
 class OpenAICompatibleClient(OpenAIClient):

@@ -1,6 +1,6 @@
 """Fake upstream AI providers for tests: real HTTP servers that speak each wire protocol.
 
-    with FakeOpenAI.start() as fake:           # or FakeAnthropic / FakeGemini
+    with FakeOpenAI.start() as fake:           # or FakeAnthropic / FakeGemini / FakeReplicate
         settings.OPENAI_BASE_URL = fake.base_url  # .../v1 for OpenAI; no /v1, /v1beta for the others
         fake.reply("Hi there", finish_reason="content_filter")
         fake.fail(503)                          # the next request gets OpenAI's own 503 body
@@ -17,14 +17,17 @@ Faults apply to the next matching requests in the order they were queued, one pe
 from .anthropic import FakeAnthropic
 from .gemini import FakeGemini
 from .openai import INSUFFICIENT_QUOTA, FakeOpenAI
+from .replicate import NSFW_ERROR, FakeReplicate
 from .server import FakeProvider, Received, TokenCounts, count_words, split_words
 
 __all__ = [
     "INSUFFICIENT_QUOTA",
+    "NSFW_ERROR",
     "FakeAnthropic",
     "FakeGemini",
     "FakeOpenAI",
     "FakeProvider",
+    "FakeReplicate",
     "Received",
     "TokenCounts",
     "count_words",
