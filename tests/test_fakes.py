@@ -8,6 +8,7 @@ Plain sync tests: the fakes run in their own threads; nothing here touches the d
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -525,3 +526,42 @@ def test_gemini_cut_stream_aborts_the_connection(gem):
         for piece in r.iter_raw():
             raw += piece
     assert raw.count(b"data: ") == 2
+
+
+# ---- Gemini media: Nano Banana and Veo --------------------------------------------------------
+
+VEO_URL_MODEL = "veo-3.1-generate-preview"
+
+
+def test_gemini_image_models_answer_a_png_and_reject_bad_inline_data(gem):
+    body = {"contents": [{"parts": [{"text": "a red fox"}]}], "generationConfig": {"responseModalities": ["IMAGE"]}}
+    [part] = gemini_post(gem, body, model="gemini-2.5-flash-image").json()["candidates"][0]["content"]["parts"]
+    assert base64.b64decode(part["inlineData"]["data"]).startswith(b"\x89PNG\r\n\x1a\n")
+    bad = {"contents": [{"parts": [{"text": "edit"}, {"inlineData": {"mimeType": "image/png", "data": "%%"}}]}]}
+    assert gemini_post(gem, bad, model="gemini-2.5-flash-image").json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [{"durationSeconds": "8"}, {"durationSeconds": 7}, {"fps": 24}, {"resolution": "480p"}],
+)
+def test_gemini_veo_rejects_what_the_gemini_api_does_not_take(gem, parameters):
+    body = {"instances": [{"prompt": "a fox"}], "parameters": parameters}
+    answer = gemini_post(gem, body, action="predictLongRunning", model=VEO_URL_MODEL)
+    assert (answer.status_code, answer.json()["error"]["status"]) == (400, "INVALID_ARGUMENT")
+
+
+def test_gemini_veo_operation_omits_done_while_running(gem):
+    gem.video_script(polls=1)
+    body = {"instances": [{"prompt": "a fox"}], "parameters": {"durationSeconds": 4}}
+    name = gemini_post(gem, body, action="predictLongRunning", model=VEO_URL_MODEL).json()["name"]
+    poll = httpx.get(f"{gem.base_url}/v1beta/{name}", headers={"x-goog-api-key": gem.api_key})
+    assert poll.json() == {"name": name}
+    done = httpx.get(f"{gem.base_url}/v1beta/{name}", headers={"x-goog-api-key": gem.api_key}).json()
+    uri = done["response"]["generateVideoResponse"]["generatedSamples"][0]["video"]["uri"]
+    redirect = httpx.get(uri, headers={"x-goog-api-key": gem.api_key})
+    assert redirect.status_code == 302 and redirect.headers["location"].startswith(
+        f"http://127.0.0.1:{gem.storage_port}/"
+    )
+    assert httpx.get(redirect.headers["location"], headers={"x-goog-api-key": gem.api_key}).status_code == 400
+    assert httpx.get(redirect.headers["location"]).headers["content-type"] == "video/mp4"
