@@ -60,5 +60,9 @@ DEFAULT_ROUTES: list[tuple[str, str, str, str, dict[str, D]]] = [
     # price cannot say exactly: these routes stay unpriced until an admin prices them for their use.
     ("gpt-image-1", "openai", "", IMAGE, {}),
     ("dall-e-3", "openai", "", IMAGE, {}),
+    # Replicate: a fast image model and a video model (Kling takes 5 or 10 s), at Replicate's
+    # published per-output prices as seen on resellers' price lists (to be checked against replicate.com).
+    ("flux-schnell", "replicate", "black-forest-labs/flux-schnell", IMAGE, {"usd_per_image": D("0.003")}),
+    ("kling-v2.5", "replicate", "kwaivgi/kling-v2.5-turbo-pro", VIDEO, {"usd_per_video_second": D("0.07")}),
     ("replicate:*", "replicate", "", IMAGE, {}),
 ]

@@ -12,7 +12,7 @@ from gateway.keys import api_key_create
 from providers.breaker import breaker
 from providers.routing import reset_routing_table
 from pulse.config import mask_url
-from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI
+from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI, FakeReplicate
 from tests.live import LiveGateway
 
 
@@ -120,7 +120,12 @@ def api(api_key, client_for) -> APIClient:
 @pytest.fixture(scope="session")
 def fakes():
     """One fake server per provider for the session; reset before each test that uses them."""
-    servers = {"openai": FakeOpenAI.start(), "anthropic": FakeAnthropic.start(), "gemini": FakeGemini.start()}
+    servers = {
+        "openai": FakeOpenAI.start(),
+        "anthropic": FakeAnthropic.start(),
+        "gemini": FakeGemini.start(),
+        "replicate": FakeReplicate.start(),
+    }
     yield servers
     for server in servers.values():
         server.stop()

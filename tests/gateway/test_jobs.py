@@ -216,3 +216,44 @@ def test_a_job_that_keeps_losing_workers_fails(transactional_db, user, settings)
     job.refresh_from_db()
     assert job.status == "failed" and job.error["code"] == "worker_lost"
     assert UsageRecord.objects.get(request_id=str(job.pk)).status == "failed"
+
+
+def test_a_replicate_video_is_polled_and_billed_by_the_second(gateway, live_key, job_worker, fake_providers):
+    replicate = fake_providers["replicate"]
+    replicate.finish_after(polls=2)
+    body = {"model": "kling-v2.5", "prompt": "A fox in snow", "duration_s": 5}
+    job = create(gateway, live_key, body, path="/v1/video/generate").json()
+    assert job["status"] == "succeeded" and job["provider"] == "replicate", job
+    assert job["usage"] == {"video_seconds": "5.000"} and job["cost_usd"] == "0.35000000"
+    [prediction] = replicate.predictions
+    assert prediction.model == "kwaivgi/kling-v2.5-turbo-pro" and prediction.input["duration"] == 5
+    assert httpx.get(job["outputs"][0]["url"], timeout=5).status_code == 200
+
+
+def test_kling_durations_are_checked_per_model(gateway, live_key, job_worker):
+    body = {"model": "kling-v2.5", "prompt": "A fox", "duration_s": 7}
+    error = create(gateway, live_key, body, path="/v1/video/generate").json()["error"]
+    assert error["param"] == "duration_s" and "5, 10" in error["message"]
+
+
+def test_canceling_a_replicate_job_cancels_the_prediction(gateway, live_key, job_worker, fake_providers):
+    replicate = fake_providers["replicate"]
+    replicate.finish_after(polls=10_000)
+    body = {"model": "kling-v2.5", "prompt": "A fox in snow", "duration_s": 5}
+    job = create(gateway, live_key, body, path="/v1/video/generate", wait=1).json()
+    assert post(gateway, live_key, {}, path=f"/v1/jobs/{job['id']}/cancel").json()["status"] == "canceled"
+    [prediction] = replicate.predictions
+    deadline = time.monotonic() + 10
+    while prediction.id not in replicate.cancels and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert prediction.id in replicate.cancels
+
+
+def test_dall_e_3_makes_one_image_per_request(gateway, live_key, job_worker):
+    from providers.models import ModelRoute
+
+    route = ModelRoute.objects.get(name="dall-e-3")  # shipped unpriced: an admin prices it
+    route.usd_per_image = Decimal("0.04")
+    route.save()
+    error = create(gateway, live_key, {"model": "dall-e-3", "prompt": "A cat", "count": 2}).json()["error"]
+    assert error["param"] == "count" and "at most 1" in error["message"]

@@ -549,6 +549,6 @@ def test_gemini_reads_the_wait_from_retry_info_and_a_bad_key_is_pulses_own_probl
     assert openai.status_error(400, bad_key, {}).retryable is False
 
 
-def test_registry_refuses_a_kind_without_chat() -> None:
-    with pytest.raises(ValueError, match="replicate"):
-        client_for(ProviderConfig("replicate", "replicate", "https://replicate.test.invalid", "r8_x"))
+def test_registry_refuses_a_kind_without_a_client() -> None:
+    with pytest.raises(ValueError, match="bedrock"):
+        client_for(ProviderConfig("bedrock", "bedrock", "https://bedrock.test.invalid", "x"))
