@@ -60,7 +60,7 @@ def test_a_blocked_prompt_never_reaches_a_provider_and_is_recorded(blocklist, li
         "category": "violence",
         "message": "The request was blocked by the content policy (category: violence).",
     }
-    assert provider_calls(fake_providers) == {"openai": 0, "anthropic": 0, "gemini": 0}
+    assert set(provider_calls(fake_providers).values()) == {0}  # no provider saw it
     event = ModerationEvent.objects.select_related("api_key", "user").get()
     assert event.request_id == response.headers["X-Request-Id"]
     assert (event.user.username, event.api_key.prefix, event.route) == ("live-user", live_key[:14], "gpt-4o")
