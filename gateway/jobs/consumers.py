@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from gateway.consumers import JsonApiConsumer
-from gateway.jobs.requests import MediaCall, parse_image, parse_video
+from gateway.jobs.requests import JobOperation, parse_image, parse_video
 from gateway.jobs.serializers import JobSerializer
 from gateway.jobs.services import preferred_wait, submit, wait_for
 from gateway.models import Job
@@ -18,15 +18,15 @@ from gateway.pipeline import admit
 
 
 class JobCreateConsumer(JsonApiConsumer):
-    def parse(self, body: Any) -> MediaCall:
+    def parse(self, body: Any) -> JobOperation:
         raise NotImplementedError
 
     async def _handle(self, body: bytes) -> int:
         self._require_post()
         admission = await admit(self.headers)
         self.common_headers.update(admission.headers)
-        call = self.parse(self._json(body))
-        job = await submit(call, admission.principal, self.path)
+        operation = self.parse(self._json(body))
+        job = await submit(operation, admission.principal, self.path)
         headers = {"Location": f"/v1/jobs/{job.pk}"}
         wait = preferred_wait(self.headers.get("prefer", ""), settings.JOB_MAX_WAIT_S)
         if wait is not None:
@@ -46,14 +46,14 @@ class JobCreateConsumer(JsonApiConsumer):
 class ImageGenerateConsumer(JobCreateConsumer):
     path = "/v1/images/generate"
 
-    def parse(self, body: Any) -> MediaCall:
+    def parse(self, body: Any) -> JobOperation:
         return parse_image(body)
 
 
 class VideoGenerateConsumer(JobCreateConsumer):
     path = "/v1/video/generate"
 
-    def parse(self, body: Any) -> MediaCall:
+    def parse(self, body: Any) -> JobOperation:
         return parse_video(body)
 
 

@@ -16,7 +16,7 @@ again, and the reaper re-sends work nobody is doing. Exactly-once comes from the
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
@@ -192,26 +192,25 @@ def fail(job: Job, code: str, message: str) -> bool:
     return finish(str(job.pk), ended_event(job, UsageRecord.Status.FAILED, code), error=failure(code, message))
 
 
-def cancel(job_id: str, user_id: int | None) -> Job | None:
-    """Cancel a job that has not finished (user_id None: staff, any user's). None when there is no such
-    job for this user; the job unchanged when it had already finished. The provider's operation, if
-    one is running, is canceled upstream by a worker."""
-    jobs = Job.objects.filter(pk=job_id) if user_id is None else Job.objects.filter(pk=job_id, user_id=user_id)
-    job = jobs.first()
-    if job is None or job.is_finished:
-        return job
+def cancel(job: Job) -> bool:
+    """Cancel a job that has not finished; False when it already had (or did meanwhile). The provider's
+    operation, if one is running, is canceled upstream by a worker."""
+    if job.is_finished:
+        return False
     event = ended_event(job, UsageRecord.Status.CANCELED, "canceled")
-    if finish(str(job.pk), event, error=failure("canceled", "The job was canceled.", "canceled")):
-        if job.progress.get("operation"):
-            transaction.on_commit(lambda: enqueue_cancel(job_id))
-    return Job.objects.get(pk=job.pk)
+    if not finish(str(job.pk), event, error=failure("canceled", "The job was canceled.", "canceled")):
+        return False
+    if job.progress.get("operation"):
+        job_id = str(job.pk)
+        transaction.on_commit(lambda: enqueue_cancel(job_id))
+    return True
 
 
 # ----------------------------------------------------------------- the reaper
-def reap(now_fn: Callable[[], Any] = timezone.now) -> int:
+def reap() -> int:
     """Hand back to the workers every unfinished job with no progress by its stale_after (its message
     was lost, or its worker died without the broker noticing): the lease decides who runs it."""
-    now = now_fn()
+    now = timezone.now()
     stuck = list(
         Job.objects.filter(status__in=[Status.QUEUED, Status.RUNNING], stale_after__lt=now).values_list("pk", "ticket")
     )

@@ -5,7 +5,6 @@ before any job exists."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Any
 
 from rest_framework import serializers
@@ -50,53 +49,45 @@ class VideoGenerateRequest(MediaRequest):
     image = _image_field()
 
 
-@dataclass(frozen=True)
-class MediaCall:
-    """A validated create request: the operation, and what the job row keeps of it."""
-
-    operation: ImageGeneration | VideoGeneration
-    image: InputImage | None
-
-    def request_json(self) -> dict[str, Any]:
-        """The request as the job keeps it (the prompt as moderation let it through; the input image
-        is stored apart)."""
-        op = self.operation
-        fields: dict[str, Any] = {"prompt": op.prompt_text, "aspect_ratio": op.aspect_ratio}
-        if isinstance(op, ImageGeneration):
-            fields.update(count=op.count, size=op.size)
-        else:
-            fields.update(duration_s=op.duration_s, resolution=op.resolution)
-        return {name: value for name, value in fields.items() if value is not None}
+# What a job runs: the pipeline's two media operations.
+JobOperation = ImageGeneration | VideoGeneration
 
 
-def parse_image(body: Any) -> MediaCall:
+def job_request(operation: JobOperation) -> dict[str, Any]:
+    """The request as the job row keeps it: the prompt as moderation let it through (the input image is
+    stored apart, gateway.jobs.storage)."""
+    fields: dict[str, Any] = {"prompt": operation.prompt_text, "aspect_ratio": operation.aspect_ratio}
+    if isinstance(operation, ImageGeneration):
+        fields.update(count=operation.count, size=operation.size)
+    else:
+        fields.update(duration_s=operation.duration_s, resolution=operation.resolution)
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def parse_image(body: Any) -> ImageGeneration:
     data = validated(ImageGenerateRequest(data=body))
-    image = data.get("image")
-    operation = ImageGeneration(
+    return ImageGeneration(
         data["model"],
         data["prompt"],
         tuple(data.get("fallbacks", ())),
         count=data["count"],
         size=data.get("size"),
         aspect_ratio=data.get("aspect_ratio"),
-        image=image,
+        image=data.get("image"),
     )
-    return MediaCall(operation, image)
 
 
-def parse_video(body: Any) -> MediaCall:
+def parse_video(body: Any) -> VideoGeneration:
     data = validated(VideoGenerateRequest(data=body))
-    image = data.get("image")
-    operation = VideoGeneration(
+    return VideoGeneration(
         data["model"],
         data["prompt"],
         tuple(data.get("fallbacks", ())),
         duration_s=data["duration_s"],
         aspect_ratio=data.get("aspect_ratio"),
         resolution=data.get("resolution"),
-        image=image,
+        image=data.get("image"),
     )
-    return MediaCall(operation, image)
 
 
 def _allowed(param: str, value: Any, allowed: tuple[Any, ...] | list[Any], model: str) -> None:
@@ -107,11 +98,11 @@ def _allowed(param: str, value: Any, allowed: tuple[Any, ...] | list[Any], model
         )
 
 
-def check_for_model(call: MediaCall, candidate: Candidate, model: str) -> None:
+def check_for_model(op: JobOperation, candidate: Candidate) -> None:
     """The request's values against what the requested model's upstream model accepts (unknown
     upstream models are left to the provider)."""
     client = client_for(candidate.provider)
-    op = call.operation
+    model = op.model
     if isinstance(op, ImageGeneration):
         image_spec = client.image_spec(candidate.upstream_model)
         if image_spec is None:
@@ -140,8 +131,3 @@ def check_for_model(call: MediaCall, candidate: Candidate, model: str) -> None:
         _allowed("resolution", op.resolution, video_spec.extension_resolutions, extended)
     if op.image is not None and not video_spec.first_frame:
         raise InvalidRequest(f"image: {model} takes no first frame.", code="invalid_value", param="image")
-
-
-def without_image(call: MediaCall) -> MediaCall:
-    """The call as the job keeps it: the image goes to storage, not into the job row."""
-    return replace(call, operation=replace(call.operation, image=None))

@@ -167,7 +167,7 @@ async def run_image(job: Job) -> None:
     meter = JobMeter(job, operation, candidates, keeper.files)
     try:
         await finish(Prepared(operation, candidates, meter))
-    except (ApiError, ProviderError):
+    except ApiError:  # what finish() raises; a provider error reached it as one
         if meter.retry_later:
             await retry_later(job)
     finally:
@@ -209,7 +209,7 @@ async def start_video(job: Job) -> None:
     meter = JobMeter(job, operation, candidates)
     try:
         settled = await try_candidates(candidates, operation)
-    except (ApiError, ProviderError) as error:
+    except ApiError as error:  # every candidate failed, or none would take it
         await record_failure(meter, error)
         if meter.retry_later:
             await retry_later(job)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.pricing import usd_text
@@ -54,6 +55,7 @@ class JobSerializer(serializers.Serializer):
     def get_object(self, job: Job) -> str:
         return "job"
 
+    @extend_schema_field(JobUsageSerializer)
     def get_usage(self, job: Job) -> dict[str, Any]:
         if job.kind == Job.Kind.IMAGE:
             return {"images": job.images}

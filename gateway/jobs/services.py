@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 
 from core.principal import Principal
 from gateway.jobs import lifecycle
-from gateway.jobs.requests import MediaCall, check_for_model
+from gateway.jobs.requests import JobOperation, check_for_model, job_request
 from gateway.jobs.storage import save_input
 from gateway.models import Job
 from gateway.pipeline import Prepared, RequestContext, plan_candidates, prepare, record_failure
@@ -19,33 +19,31 @@ from providers.routing import arouting_table
 WAIT_STEP_S = 0.25
 
 
-async def submit(call: MediaCall, principal: Principal, endpoint: str) -> Job:
+async def submit(operation: JobOperation, principal: Principal, endpoint: str) -> Job:
     """Check the request against the model, hold the worst case, moderate the prompt, then save the
     job and hand it to the workers. A refused request makes no job (a blocked prompt still has its
     ledger row, as in chat)."""
     job_id = uuid.uuid4()
-    operation = call.operation
     candidates = plan_candidates(operation, await arouting_table())
-    check_for_model(call, candidates[0], operation.model)
+    check_for_model(operation, candidates[0])
     prepared = await prepare(RequestContext(principal, str(job_id), endpoint), operation)
     try:
-        return await database_sync_to_async(_save)(job_id, principal, call, prepared, endpoint)
+        return await database_sync_to_async(_save)(job_id, principal, prepared, endpoint)
     except BaseException as error:
         await record_failure(prepared.meter, error)  # gives the hold back
         raise
 
 
-def _save(job_id: uuid.UUID, principal: Principal, call: MediaCall, prepared: Prepared, endpoint: str) -> Job:
+def _save(job_id: uuid.UUID, principal: Principal, prepared: Prepared[JobOperation], endpoint: str) -> Job:
     operation = prepared.operation  # as moderated
-    request = MediaCall(operation, None).request_json()
-    if call.image is not None:
-        request["image"] = save_input(principal.user_id, str(job_id), call.image)
-    kind = Job.Kind.IMAGE if operation.modality == Job.Kind.IMAGE else Job.Kind.VIDEO
+    request = job_request(operation)
+    if operation.image is not None:
+        request["image"] = save_input(principal.user_id, str(job_id), operation.image)
     job = Job(
         id=job_id,
         user_id=principal.user_id,
         api_key_id=principal.key_id,
-        kind=kind,
+        kind=Job.Kind(operation.modality),
         model=operation.model,
         request=request,
         fallbacks=list(operation.fallbacks),

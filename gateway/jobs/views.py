@@ -92,12 +92,11 @@ class JobCancelView(APIView):
     )
     def post(self, request: Request, job_id: str) -> Response:
         job = job_or_404(request, str(job_id))
-        if job.is_finished:
+        canceled = lifecycle.cancel(job)
+        job.refresh_from_db()
+        if not canceled:  # it had finished, or did meanwhile
             raise ApiError(f"The job has already {job.status}.", status=409, code="job_finished")
-        canceled = lifecycle.cancel(str(job.pk), None)
-        if canceled is None or canceled.status != Job.Status.CANCELED:  # it finished meanwhile
-            raise ApiError(f"The job has already {job.status}.", status=409, code="job_finished")
-        return Response(render(request, job_or_404(request, str(job_id))))
+        return Response(render(request, job))
 
 
 def serve(output: JobOutput) -> FileResponse:
