@@ -10,6 +10,7 @@ A client implements the capabilities its provider has (`complete`, `stream`,
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -45,9 +46,101 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class ChatImage:
+    """An image in a chat message: the bytes (sent as a data: URL, or fetched by Pulse), or an
+    https URL for the providers that fetch images themselves."""
+
+    url: str | None = None  # a remote https URL; None when the bytes are here
+    content_type: str | None = None  # image/png, image/jpeg, image/gif, image/webp (with data)
+    data: bytes | None = field(default=None, repr=False)
+    detail: str | None = None  # OpenAI's "auto" | "low" | "high"
+
+    def data_url(self) -> str:
+        """The image as OpenAI takes it: its URL, or its bytes as a data: URL."""
+        if self.data is None:
+            return str(self.url)
+        return f"data:{self.content_type};base64,{base64.b64encode(self.data).decode()}"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function the model asked the client to run. arguments: JSON text, as OpenAI carries it."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: the first piece of call `index` has its id and name, the
+    rest add to its arguments (OpenAI's chunk format)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """A model's visible thinking, kept so it can be sent back on the next turn (Anthropic requires
+    the signed thinking blocks before a tool_use when thinking is on). redacted: `text` holds the
+    provider's encrypted data."""
+
+    text: str
+    signature: str | None = None
+    redacted: bool = False
+
+
+@dataclass(frozen=True)
 class ChatMessage:
-    role: str  # "system" | "user" | "assistant"
-    content: str
+    role: str  # "system" | "user" | "assistant" | "tool"
+    content: str  # its text: every text part, joined
+    # Text and images in the order sent, when the message has images; () when `content` says it all.
+    parts: tuple[str | ChatImage, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant: the calls it made
+    tool_call_id: str | None = None  # tool: the call this result answers
+    reasoning: tuple[Reasoning, ...] = ()  # assistant: its thinking, before its text and calls
+    cache_control: dict[str, Any] | None = None  # Anthropic's cache breakpoint, on the message's last block
+    is_error: bool = False  # tool: the result is an error (Anthropic's tool_result is_error)
+
+    def pieces(self) -> tuple[str | ChatImage, ...]:
+        """The content in order: text and images."""
+        return self.parts or ((self.content,) if self.content else ())
+
+    @property
+    def images(self) -> tuple[ChatImage, ...]:
+        return tuple(part for part in self.parts if isinstance(part, ChatImage))
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call: its parameters are a JSON Schema object."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    strict: bool = False
+    cache_control: dict[str, Any] | None = None  # Anthropic's cache breakpoint after this tool
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """auto: the model decides; none: no calls; required: at least one call; tool: call `name`."""
+
+    mode: str  # "auto" | "none" | "required" | "tool"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """Structured output: any JSON object (json_object), or JSON matching `schema` (json_schema)."""
+
+    type: str  # "json_object" | "json_schema"
+    schema: dict[str, Any] | None = None
+    name: str = "response"
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,6 +150,20 @@ class ChatRequest:
     temperature: float | None = None
     top_p: float | None = None
     stop: tuple[str, ...] = ()
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None  # None: the provider's default (auto when there are tools)
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    n: int = 1  # choices to generate
+    seed: int | None = None
+    user: str | None = None  # the end user, for the provider's abuse monitoring
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    reasoning_effort: str | None = None  # "minimal" | "low" | "medium" | "high" (OpenAI's scale)
+    thinking_budget: int | None = None  # thinking tokens, when the client set a budget (Anthropic's)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    top_k: int | None = None
 
     @property
     def system_text(self) -> str:
@@ -66,6 +173,15 @@ class ChatRequest:
     @property
     def dialogue(self) -> tuple[ChatMessage, ...]:
         return tuple(m for m in self.messages if m.role != "system")
+
+    def tool_name(self, call_id: str | None) -> str:
+        """The name of the function an earlier assistant turn called with this id ("" if none did):
+        the providers that answer a call by name (Gemini) need it; OpenAI's tool message has only the id."""
+        for message in self.messages:
+            for call in message.tool_calls:
+                if call.id == call_id:
+                    return call.name
+        return ""
 
 
 @dataclass
@@ -88,21 +204,44 @@ class Usage:
 
 
 @dataclass
+class ChatChoice:
+    """One more answer to the same prompt, when the request asked for n > 1."""
+
+    content: str
+    finish_reason: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: Any = None
+
+
+@dataclass
 class ChatResult:
     content: str
     finish_reason: str
     usage: Usage
     upstream_model: str
     upstream_id: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: tuple[Reasoning, ...] = ()
+    logprobs: Any = None  # OpenAI's choice logprobs object, as the provider gave it
+    more_choices: tuple[ChatChoice, ...] = ()  # choices 1..n-1 when n > 1
 
 
 @dataclass
 class ChatDelta:
-    """One piece of a stream: text, and on the last pieces the finish reason and/or usage."""
+    """One piece of a stream: text, tool-call pieces, thinking, and on the last pieces the finish
+    reason and/or usage."""
 
     content: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    reasoning: str = ""  # a piece of visible thinking
+    reasoning_signature: str | None = None  # the signature that closes a thinking block
+    logprobs: Any = None
+
+    def produced_chars(self) -> int:
+        """Characters of output this piece carries (for estimating a cut stream's output)."""
+        return len(self.content) + len(self.reasoning) + sum(len(d.arguments) for d in self.tool_calls)
 
 
 @dataclass(frozen=True)
@@ -222,6 +361,14 @@ class VideoOperation:
         )
 
 
+@dataclass(frozen=True)
+class Unsupported:
+    """A request field a provider cannot honour: the param as the OpenAI request names it, and why."""
+
+    param: str
+    message: str
+
+
 @dataclass
 class ProviderError(Exception):
     """Any failure talking to a provider. retryable: another candidate may be tried."""
@@ -251,6 +398,11 @@ class ProviderClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         return shared_session()
+
+    def unsupported_param(self, request: ChatRequest, *, model: str) -> Unsupported | None:
+        """The first thing in the request this provider cannot honour (checked before any call, so a
+        candidate that cannot is skipped, and a request none can serve is a 400 naming the field)."""
+        return None
 
     async def complete(self, request: ChatRequest, *, model: str) -> ChatResult:
         raise self.unsupported("chat")
