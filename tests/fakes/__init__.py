@@ -18,7 +18,7 @@ from .anthropic import FakeAnthropic
 from .gemini import FakeGemini
 from .openai import INSUFFICIENT_QUOTA, FakeOpenAI
 from .replicate import NSFW_ERROR, FakeReplicate
-from .server import FakeProvider, Received, TokenCounts, count_words, split_words
+from .server import FakeProvider, FakeToolCall, Received, TokenCounts, count_words, split_words
 
 __all__ = [
     "INSUFFICIENT_QUOTA",
@@ -27,6 +27,7 @@ __all__ = [
     "FakeGemini",
     "FakeOpenAI",
     "FakeProvider",
+    "FakeToolCall",
     "FakeReplicate",
     "Received",
     "TokenCounts",

@@ -145,6 +145,7 @@ class FakeAnthropic(FakeProvider):
     default_api_key = "sk-ant-test"
     url_prefix = ""  # ANTHROPIC_BASE_URL has no /v1
     stop_reason = "end_turn"
+    tool_reason = "tool_use"
     length_reason = "max_tokens"
 
     def routes(self) -> list[web.RouteDef]:

@@ -413,6 +413,7 @@ class FakeGemini(FakeProvider):
     url_prefix = ""  # GEMINI_BASE_URL has no /v1beta
     stop_reason = "STOP"
     length_reason = "MAX_TOKENS"
+    tool_reason = "STOP"  # Gemini ends a function call with STOP
 
     def __init__(self, api_key: str | None = None) -> None:
         super().__init__(api_key)

@@ -42,6 +42,14 @@ class Received:
 
 
 @dataclass(frozen=True)
+class FakeToolCall:
+    """A function call a scripted answer makes (the model's request to run a tool)."""
+
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Reply:
     """What the next answers contain; None means "compute the default"."""
 
@@ -50,6 +58,7 @@ class Reply:
     output_tokens: int | None = None
     finish_reason: str | None = None
     counts: TokenCounts | None = None
+    tool_calls: tuple[FakeToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ class Answer:
     output_tokens: int
     finish_reason: str
     counts: TokenCounts = TokenCounts()
+    tool_calls: tuple[FakeToolCall, ...] = ()  # the answer calls these (after its text, if any)
 
     @property
     def text(self) -> str:
@@ -122,6 +132,7 @@ class FakeProvider:
     url_prefix = ""  # what the official SDK's base URL includes after host:port
     stop_reason = "stop"  # the provider's word for a normal end ...
     length_reason = "length"  # ... and for hitting the max-tokens limit
+    tool_reason = "tool_calls"  # ... and for stopping to call tools
 
     def __init__(self, api_key: str | None = None) -> None:
         self.api_key = api_key or self.default_api_key
@@ -230,10 +241,13 @@ class FakeProvider:
         output_tokens: int | None = None,
         finish_reason: str | None = None,
         counts: TokenCounts | None = None,
+        tool_calls: list[FakeToolCall] | None = None,
     ) -> None:
-        """Script every following answer (until reset or the next reply call)."""
+        """Script every following answer (until reset or the next reply call). With tool_calls the
+        answer calls those functions (the provider's tool-use finish reason, its text "" unless
+        given) and the fake refuses a request that offered no such tool."""
         with self._lock:
-            self._reply = Reply(text, input_tokens, output_tokens, finish_reason, counts)
+            self._reply = Reply(text, input_tokens, output_tokens, finish_reason, counts, tuple(tool_calls or ()))
 
     def fail(
         self,
@@ -296,9 +310,10 @@ class FakeProvider:
         """
         with self._lock:
             reply = self._reply
-        text = reply.text if reply.text is not None else f"Hello from fake {self.provider}"
+        default = "" if reply.tool_calls else f"Hello from fake {self.provider}"
+        text = reply.text if reply.text is not None else default
         pieces = split_words(text)
-        finish = reply.finish_reason
+        finish = reply.finish_reason or (self.tool_reason if reply.tool_calls else None)
         if finish is None and max_tokens is not None and len(pieces) > max_tokens:
             pieces, finish = pieces[:max_tokens], self.length_reason
         return Answer(
@@ -307,6 +322,7 @@ class FakeProvider:
             output_tokens=len(pieces) if reply.output_tokens is None else reply.output_tokens,
             finish_reason=finish or self.stop_reason,
             counts=reply.counts or TokenCounts(),
+            tool_calls=reply.tool_calls,
         )
 
     # ---- what a provider subclass implements ---------------------------------------
