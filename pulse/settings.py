@@ -247,9 +247,16 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
-# Bodies larger than this are refused before they are parsed.
-MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=4 * 1024 * 1024)
+# Bodies larger than this are refused before they are parsed (images in chat come as base64).
+MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+
+# Images in chat given by URL, fetched by Pulse for the providers that need the bytes (Gemini):
+# at most this big, within this time, and never from a loopback, private or link-local address
+# (CHAT_IMAGE_FETCH_PRIVATE=true lifts that for a trusted internal network, and for the tests).
+CHAT_IMAGE_MAX_BYTES = env.int("CHAT_IMAGE_MAX_BYTES", default=20 * 1024 * 1024)
+CHAT_IMAGE_FETCH_TIMEOUT_S = env.float("CHAT_IMAGE_FETCH_TIMEOUT_S", default=10.0)
+CHAT_IMAGE_FETCH_PRIVATE = env.bool("CHAT_IMAGE_FETCH_PRIVATE", default=False)
 
 # How long a worker trusts its in-process copy of an API key or the routing
 # table before it checks the shared cache again: the bound on how long a revoked

@@ -410,6 +410,10 @@ class ProviderClient:
     def stream(self, request: ChatRequest, *, model: str) -> AsyncGenerator[ChatDelta]:
         raise self.unsupported("streaming chat")
 
+    async def count_tokens(self, request: ChatRequest, *, model: str) -> int:
+        """The prompt's input tokens as the provider counts them, without generating anything."""
+        raise self.unsupported("token counting")
+
     async def generate_image(self, request: ImageRequest, *, model: str) -> ImageResult:
         raise self.unsupported("image generation")
 
