@@ -2,8 +2,8 @@
 OpenAI's Images API (generations, and edits of an uploaded image).
 
 Pulse's normalised request is already OpenAI-shaped, so the translation is thin; what
-differs between `openai` and `openai_compatible` is the name of the token limit and how
-complete the usage report is.
+differs between `openai` and `openai_compatible` is the name of the token limit, top_k (which
+vLLM and others take and OpenAI does not) and how complete the usage report is.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from providers.clients.base import (
     LENGTH,
     STOP,
     TOOL_CALLS,
+    ChatChoice,
     ChatDelta,
+    ChatImage,
+    ChatMessage,
     ChatRequest,
     ChatResult,
     ImageRequest,
@@ -31,6 +34,12 @@ from providers.clients.base import (
     InputImage,
     MediaOutput,
     ProviderError,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    Unsupported,
     Usage,
 )
 from providers.clients.http_client import TRANSPORT_ERRORS, HttpProviderClient, error_object, set_fields
@@ -43,6 +52,9 @@ FINISH_REASONS = {
     "function_call": TOOL_CALLS,  # the legacy name of tool_calls
 }
 DONE = "[DONE]"
+# A thinking budget (Anthropic's way of asking for thought) as OpenAI's reasoning effort: the
+# effort for budgets below each bound, "high" above the last.
+EFFORT_BY_BUDGET = ((2048, "low"), (16384, "medium"))
 
 # What each image model takes (openai-python's image_generate_params / image_edit_params).
 GPT_IMAGE = ImageSpec(max_count=10, sizes=("1024x1024", "1536x1024", "1024x1536", "auto"), edits=True)
@@ -78,24 +90,159 @@ def finish_reason(value: str | None) -> str:
     return FINISH_REASONS.get(value or "", STOP)
 
 
-def completion_result(completion: dict[str, Any], model: str) -> ChatResult:
-    choice = completion["choices"][0]
-    return ChatResult(
-        content=choice["message"].get("content") or "",
-        finish_reason=finish_reason(choice.get("finish_reason")),
-        usage=openai_usage(completion.get("usage")),
-        upstream_model=completion.get("model") or model,
-        upstream_id=completion.get("id"),
+def tool_calls_of(message: dict[str, Any]) -> tuple[ToolCall, ...]:
+    # A call without arguments still needs JSON text: "{}" where a server sends none.
+    return tuple(
+        ToolCall(call["id"], call["function"]["name"], call["function"].get("arguments") or "{}")
+        for call in message.get("tool_calls") or ()
     )
 
 
-def read_chunk(chunk: dict[str, Any]) -> tuple[str, str | None, Usage | None]:
-    """(text, raw finish reason, usage) of one chunk; the usage chunk has `choices: []`."""
+def choice_of(choice: dict[str, Any]) -> ChatChoice:
+    message = choice["message"]
+    return ChatChoice(
+        content=message.get("content") or "",  # null when the answer is only tool calls
+        finish_reason=finish_reason(choice.get("finish_reason")),
+        tool_calls=tool_calls_of(message),
+        logprobs=choice.get("logprobs"),
+    )
+
+
+def completion_result(completion: dict[str, Any], model: str) -> ChatResult:
+    ordered = sorted(completion["choices"], key=lambda choice: choice.get("index") or 0)
+    first, *more = [choice_of(choice) for choice in ordered]  # n > 1 answers n choices
+    return ChatResult(
+        content=first.content,
+        finish_reason=first.finish_reason,
+        usage=openai_usage(completion.get("usage")),
+        upstream_model=completion.get("model") or model,
+        upstream_id=completion.get("id"),
+        tool_calls=first.tool_calls,
+        logprobs=first.logprobs,
+        more_choices=tuple(more),
+    )
+
+
+def tool_call_deltas(delta: dict[str, Any]) -> tuple[ToolCallDelta, ...]:
+    """The first piece of each call carries its id and name, the rest only argument fragments."""
+    pieces = []
+    for call in delta.get("tool_calls") or ():
+        function = call.get("function") or {}
+        pieces.append(
+            ToolCallDelta(call["index"], call.get("id"), function.get("name"), function.get("arguments") or "")
+        )
+    return tuple(pieces)
+
+
+def read_chunk(chunk: dict[str, Any]) -> tuple[ChatDelta, str | None, Usage | None]:
+    """(the piece, raw finish reason, usage) of one chunk; the usage chunk has `choices: []`.
+    Streams are of one choice: the gateway refuses n > 1 with stream before any call."""
     choices = chunk.get("choices") or []
     choice = choices[0] if choices else {}
-    text = (choice.get("delta") or {}).get("content") or ""
+    delta = choice.get("delta") or {}
+    piece = ChatDelta(
+        content=delta.get("content") or "", tool_calls=tool_call_deltas(delta), logprobs=choice.get("logprobs")
+    )
     usage = openai_usage(chunk["usage"]) if chunk.get("usage") else None
-    return text, choice.get("finish_reason"), usage
+    return piece, choice.get("finish_reason"), usage
+
+
+def carries_output(piece: ChatDelta) -> bool:
+    return bool(piece.content or piece.tool_calls or piece.logprobs)
+
+
+# ---- the request body ------------------------------------------------------------------
+
+
+def content_part(piece: str | ChatImage) -> dict[str, Any]:
+    if isinstance(piece, str):
+        return {"type": "text", "text": piece}
+    return {"type": "image_url", "image_url": {"url": piece.data_url(), **set_fields(detail=piece.detail)}}
+
+
+def message_content(message: ChatMessage) -> str | list[dict[str, Any]]:
+    """A plain string unless the message has images: then its parts in order."""
+    if not message.parts:
+        return message.content
+    return [content_part(piece) for piece in message.parts]
+
+
+def wire_tool_call(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def wire_message(message: ChatMessage) -> dict[str, Any]:
+    """One message as OpenAI takes it. Thinking and cache breakpoints are not sent: the chat API
+    takes no thinking back, and OpenAI caches prompt prefixes by itself. A tool result has no
+    error flag here: its text has to say so."""
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message_content(message)}
+    if message.role == "assistant" and message.tool_calls:
+        calls = [wire_tool_call(call) for call in message.tool_calls]
+        return {"role": "assistant", "content": message.content or None, "tool_calls": calls}
+    return {"role": message.role, "content": message_content(message)}
+
+
+def wire_tool(tool: Tool) -> dict[str, Any]:
+    function = {"name": tool.name, **set_fields(description=tool.description, parameters=tool.parameters)}
+    if tool.strict:
+        function["strict"] = True
+    return {"type": "function", "function": function}
+
+
+def wire_tool_choice(choice: ToolChoice | None) -> str | dict[str, Any] | None:
+    if choice is None:
+        return None
+    if choice.mode == "tool":
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice.mode  # "auto" | "none" | "required": OpenAI's own words
+
+
+def wire_response_format(response_format: ResponseFormat | None) -> dict[str, Any] | None:
+    if response_format is None:
+        return None
+    if response_format.type != "json_schema":
+        return {"type": response_format.type}
+    schema = {"name": response_format.name, **set_fields(schema=response_format.schema)}
+    return {"type": "json_schema", "json_schema": schema | {"strict": response_format.strict}}
+
+
+def reasoning_effort(request: ChatRequest) -> str | None:
+    """The effort asked for, else the one a thinking budget amounts to (below 2048 tokens "low",
+    below 16384 "medium", else "high"): OpenAI takes no budget in tokens."""
+    if request.reasoning_effort or request.thinking_budget is None:
+        return request.reasoning_effort
+    for bound, effort in EFFORT_BY_BUDGET:
+        if request.thinking_budget < bound:
+            return effort
+    return "high"
+
+
+def choice_fields(request: ChatRequest) -> dict[str, Any]:
+    """How many answers, and their log probabilities: the defaults (one, none) are left out."""
+    return set_fields(
+        n=request.n if request.n != 1 else None,
+        logprobs=request.logprobs or None,
+        top_logprobs=request.top_logprobs,
+    )
+
+
+def tool_fields(request: ChatRequest) -> dict[str, Any]:
+    return set_fields(
+        tools=[wire_tool(tool) for tool in request.tools],
+        tool_choice=wire_tool_choice(request.tool_choice),
+        parallel_tool_calls=request.parallel_tool_calls,
+    )
+
+
+def image_outside_user_message(request: ChatRequest) -> Unsupported | None:
+    # The protocol's system, assistant and tool messages hold text parts only.
+    for index, message in enumerate(request.messages):
+        if message.images and message.role != "user":
+            return Unsupported(
+                f"messages.{index}.content", f"images are taken in user messages only, not in a {message.role} message"
+            )
+    return None
 
 
 def image_output(item: dict[str, Any], content_type: str) -> MediaOutput:
@@ -133,6 +280,7 @@ def edit_form(request: ImageRequest, image: InputImage, model: str) -> aiohttp.F
 class OpenAIClient(HttpProviderClient):
     # Current OpenAI models reject max_tokens; vLLM and Ollama only know max_tokens.
     token_limit_field = "max_completion_tokens"
+    takes_top_k = False  # OpenAI refuses top_k as an unknown argument
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.provider.api_key}"}
@@ -148,13 +296,32 @@ class OpenAIClient(HttpProviderClient):
     def url(self) -> str:
         return self.endpoint("/chat/completions")  # base_url already ends in /v1
 
+    def unsupported_param(self, request: ChatRequest, *, model: str) -> Unsupported | None:
+        if request.top_k is not None and not self.takes_top_k:
+            return Unsupported("top_k", "OpenAI does not take top_k")
+        return image_outside_user_message(request)
+
     def body(self, request: ChatRequest, model: str) -> dict[str, Any]:
         return {
             "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [wire_message(message) for message in request.messages],
             **set_fields(temperature=request.temperature, top_p=request.top_p, stop=list(request.stop)),
             **set_fields(**{self.token_limit_field: request.max_tokens}),
+            **tool_fields(request),
+            **choice_fields(request),
+            **self.sampling_fields(request),
         }
+
+    def sampling_fields(self, request: ChatRequest) -> dict[str, Any]:
+        return set_fields(
+            response_format=wire_response_format(request.response_format),
+            seed=request.seed,
+            user=request.user,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            reasoning_effort=reasoning_effort(request),
+            top_k=request.top_k if self.takes_top_k else None,
+        )
 
     async def complete(self, request: ChatRequest, *, model: str) -> ChatResult:
         completion = await self.post_json(self.url, self.body(request, model))
@@ -172,9 +339,9 @@ class OpenAIClient(HttpProviderClient):
                 chunk = self.decode(data)
                 if "error" in chunk:
                     raise self.stream_error(error_object(chunk))
-                text, reason, chunk_usage = self.parse(read_chunk, chunk)
-                if text:
-                    yield ChatDelta(content=text)
+                piece, reason, chunk_usage = self.parse(read_chunk, chunk)
+                if carries_output(piece):
+                    yield piece
                 finish = finish_reason(reason) if reason else finish
                 usage = chunk_usage or usage
         raise self.stream_cut()
@@ -211,6 +378,7 @@ class OpenAICompatibleClient(OpenAIClient):
     """vLLM, Ollama, LiteLLM and other servers that speak the chat completions protocol."""
 
     token_limit_field = "max_tokens"
+    takes_top_k = True  # vLLM and llama.cpp's server sample with it
 
 
 def moderation_results(body: dict[str, Any], count: int) -> list[dict[str, Any]]:
