@@ -1,13 +1,19 @@
 """Anthropic Messages API.
 
-Differs from OpenAI's shape in three ways that matter here: system text is a top-level
-field (no system role in `messages`), max_tokens is required, and a stream is a series
-of named events whose usage is spread over message_start and message_delta.
+Differs from OpenAI's shape in ways that matter here: system text is a top-level field (no system
+role in `messages`), max_tokens is required, content is a list of typed blocks (thinking, text,
+images, tool_use) where every tool result goes back in the one user message after the call, and
+a stream is a series of named events whose usage is spread over message_start and message_delta.
+
+Pulse also serves this API itself, translating to the normalised form and back through here, so
+what Claude Code sends (signed thinking, tool loops, cache breakpoints, images) is carried exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import base64
+import json
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,9 +24,17 @@ from providers.clients.base import (
     STOP,
     TOOL_CALLS,
     ChatDelta,
+    ChatImage,
+    ChatMessage,
     ChatRequest,
     ChatResult,
     ProviderError,
+    Reasoning,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    Unsupported,
     Usage,
 )
 from providers.clients.http_client import HttpProviderClient, error_object, set_fields
@@ -41,6 +55,26 @@ STOP_REASONS = {
 # is the provider's trouble, so another candidate may answer.
 REQUEST_ERROR_TYPES = frozenset({"invalid_request_error", "request_too_large"})
 
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+TOOL_CHOICE_TYPES = {"auto": "auto", "required": "any", "tool": "tool", "none": "none"}
+FORCED_TOOL_CHOICES = frozenset({"required", "tool"})
+EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+FORMAT_TOOL_DESCRIPTION = "Give your answer by calling this tool: its input is the answer."
+# The fields /v1/messages/count_tokens takes: the prompt, without max_tokens, sampling or metadata.
+COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+
+# reasoning_effort -> thinking budget_tokens. "low" is Anthropic's minimum budget and each step is
+# four times the last; the OpenAI client maps a budget back to the same effort (below 2048 low,
+# below 16384 medium), so an effort survives a trip through either API. Thinking counts toward
+# max_tokens, as OpenAI's reasoning counts toward max_completion_tokens: an effort is a hint, so its
+# budget is capped to leave at least half of max_tokens for the answer (a route's default of 4096
+# then still serves "high"); a budget the client set in tokens is sent as it is.
+EFFORT_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
+NO_THINKING_EFFORTS = frozenset({"none", "minimal"})  # the least thinking Claude does is none
+KNOWN_EFFORTS = NO_THINKING_EFFORTS | EFFORT_BUDGETS.keys()
+MIN_THINKING_BUDGET = 1024
+MIN_THINKING_TOP_P = 0.95  # with thinking on, Anthropic takes top_p from 0.95 to 1 only
+
 
 def anthropic_usage(counts: dict[str, Any]) -> Usage:
     """Anthropic's input_tokens leaves out the prompt tokens written to and read from the
@@ -60,20 +94,6 @@ def anthropic_usage(counts: dict[str, Any]) -> Usage:
     )
 
 
-def stop_reason(value: str | None) -> str:
-    return STOP_REASONS.get(value or "", STOP)
-
-
-def message_result(message: dict[str, Any], model: str) -> ChatResult:
-    return ChatResult(
-        content="".join(block["text"] for block in message["content"] if block.get("type") == "text"),
-        finish_reason=stop_reason(message.get("stop_reason")),
-        usage=anthropic_usage(counts_of(message["usage"])),
-        upstream_model=message.get("model") or model,
-        upstream_id=message.get("id"),
-    )
-
-
 def counts_of(usage: dict[str, Any]) -> dict[str, int]:
     """The token counts of a usage object, flat: the cache_creation breakdown's counts join the rest
     (it also holds names and other nested objects, which are left out)."""
@@ -84,27 +104,338 @@ def counts_of(usage: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
+def stop_reason(value: str | None, answered_by_tool: bool = False) -> str:
+    if answered_by_tool and value == "tool_use":
+        return STOP  # the forced tool call that carries a structured answer is the answer's end
+    return STOP_REASONS.get(value or "", STOP)
+
+
+# ---- what the request asks for -------------------------------------------------------------
+
+
+def max_tokens_of(request: ChatRequest) -> int:
+    return DEFAULT_MAX_TOKENS if request.max_tokens is None else request.max_tokens
+
+
+def thinking_budget(request: ChatRequest) -> int | None:
+    """The thinking budget in tokens, None for no thinking (see EFFORT_BUDGETS)."""
+    if request.thinking_budget is not None:
+        return request.thinking_budget or None  # 0: thinking off, as Gemini reads a zero budget
+    target = EFFORT_BUDGETS.get(request.reasoning_effort or "")
+    if target is None:
+        return None
+    return max(MIN_THINKING_BUDGET, min(target, max_tokens_of(request) // 2))
+
+
+def answer_tool(request: ChatRequest) -> str | None:
+    """The tool whose forced call carries a structured answer (response_format), if any."""
+    return request.response_format.name if request.response_format is not None else None
+
+
+def tool_input(arguments: str) -> Any:
+    """A call's arguments as the object Anthropic takes ("" is how some clients send no arguments)."""
+    return json.loads(arguments) if arguments.strip() else {}
+
+
+# ---- what Anthropic cannot do --------------------------------------------------------------
+
+
+def unsupported_choices(request: ChatRequest) -> Unsupported | None:
+    if request.n > 1:
+        return Unsupported("n", "Anthropic gives one answer per request")
+    if request.logprobs or request.top_logprobs:
+        param = "logprobs" if request.logprobs else "top_logprobs"
+        return Unsupported(param, "Anthropic does not report token log probabilities")
+    for param in ("presence_penalty", "frequency_penalty"):
+        if getattr(request, param):  # 0 is OpenAI's default, and no penalty at all
+            return Unsupported(param, "Anthropic has no presence or frequency penalties")
+    if request.temperature is not None and request.temperature > 1:
+        return Unsupported("temperature", "Anthropic takes a temperature from 0 to 1")
+    return None
+
+
+def unsupported_thinking(request: ChatRequest) -> Unsupported | None:
+    """Anthropic's rules for extended thinking: a budget of at least 1024 tokens below max_tokens, and
+    no sampling changes or forced tool calls while thinking."""
+    effort = request.reasoning_effort
+    if request.thinking_budget is None and effort and effort not in KNOWN_EFFORTS:
+        return Unsupported(
+            "reasoning_effort", f"Anthropic takes the efforts minimal, low, medium and high, not {effort}"
+        )
+    budget = thinking_budget(request)
+    if budget is None:
+        return None
+    if budget < MIN_THINKING_BUDGET:
+        return Unsupported("reasoning_effort", f"Anthropic's thinking budget is at least {MIN_THINKING_BUDGET} tokens")
+    if budget >= max_tokens_of(request):
+        return Unsupported("max_tokens", f"with thinking, Anthropic needs max_tokens above the budget of {budget}")
+    return unsupported_while_thinking(request)
+
+
+def unsupported_while_thinking(request: ChatRequest) -> Unsupported | None:
+    if request.temperature is not None and request.temperature != 1:
+        return Unsupported("temperature", "Anthropic takes only temperature 1 while thinking")
+    if request.top_k is not None:
+        return Unsupported("top_k", "Anthropic takes no top_k while thinking")
+    if request.top_p is not None and request.top_p < MIN_THINKING_TOP_P:
+        return Unsupported("top_p", f"Anthropic takes top_p from {MIN_THINKING_TOP_P} to 1 while thinking")
+    if request.tool_choice is not None and request.tool_choice.mode in FORCED_TOOL_CHOICES:
+        return Unsupported("tool_choice", "Anthropic cannot force a tool call while thinking")
+    if request.response_format is not None:
+        return Unsupported("response_format", "Anthropic's structured output forces a tool call: not while thinking")
+    return None
+
+
+def unsupported_format(request: ChatRequest) -> Unsupported | None:
+    response_format = request.response_format
+    if response_format is None:
+        return None
+    if request.tools:
+        return Unsupported("response_format", "on Anthropic, structured output is a forced tool call: not with tools")
+    if (response_format.schema or EMPTY_SCHEMA).get("type") != "object":
+        return Unsupported("response_format", "Anthropic takes an object schema only")
+    return None
+
+
+def unsupported_content(request: ChatRequest) -> Unsupported | None:
+    for index, message in enumerate(request.messages):
+        if any(image.data is not None and image.content_type not in IMAGE_TYPES for image in message.images):
+            return Unsupported(f"messages.{index}.content", "Anthropic takes JPEG, PNG, GIF and WebP images")
+        for call in message.tool_calls:
+            try:
+                arguments = tool_input(call.arguments)
+            except ValueError:
+                arguments = None
+            if not isinstance(arguments, dict):
+                return Unsupported(f"messages.{index}.tool_calls", "Anthropic takes tool arguments as a JSON object")
+    return None
+
+
+UNSUPPORTED_CHECKS: tuple[Callable[[ChatRequest], Unsupported | None], ...] = (
+    unsupported_choices,
+    unsupported_thinking,
+    unsupported_format,
+    unsupported_content,
+)
+
+
+# ---- the request body ----------------------------------------------------------------------
+
+
+def image_block(image: ChatImage) -> dict[str, Any]:
+    if image.data is None:
+        return {"type": "image", "source": {"type": "url", "url": image.url}}
+    data = base64.b64encode(image.data).decode()
+    return {"type": "image", "source": {"type": "base64", "media_type": image.content_type, "data": data}}
+
+
+def piece_block(piece: str | ChatImage) -> dict[str, Any]:
+    return {"type": "text", "text": piece} if isinstance(piece, str) else image_block(piece)
+
+
+def thinking_block(reasoning: Reasoning) -> dict[str, Any]:
+    if reasoning.redacted:
+        return {"type": "redacted_thinking", "data": reasoning.text}
+    return {"type": "thinking", "thinking": reasoning.text, "signature": reasoning.signature}
+
+
+def assistant_blocks(message: ChatMessage) -> list[dict[str, Any]]:
+    """Thinking first, then text, then tool calls: the order Claude wrote them in. Thinking without a
+    signature (another provider's) is left out: Anthropic refuses a thinking block it cannot verify."""
+    thinking = [thinking_block(r) for r in message.reasoning if r.redacted or r.signature]
+    text = [{"type": "text", "text": message.content}] if message.content else []
+    calls = [
+        {"type": "tool_use", "id": call.id, "name": call.name, "input": tool_input(call.arguments)}
+        for call in message.tool_calls
+    ]
+    return thinking + text + calls
+
+
+def tool_result_block(message: ChatMessage) -> dict[str, Any]:
+    content: str | list[dict[str, Any]] = message.content
+    if message.images:
+        content = [piece_block(piece) for piece in message.pieces() if piece]
+    block = {"type": "tool_result", "tool_use_id": message.tool_call_id, **set_fields(content=content)}
+    return block | ({"is_error": True} if message.is_error else {})
+
+
+def message_blocks(message: ChatMessage) -> list[dict[str, Any]]:
+    """The message as content blocks, its cache breakpoint on the last one."""
+    if message.role == "tool":
+        blocks = [tool_result_block(message)]
+    elif message.role == "assistant":
+        blocks = assistant_blocks(message)
+    else:
+        blocks = [piece_block(piece) for piece in message.pieces() if piece]
+    if message.cache_control and blocks:
+        blocks[-1] = blocks[-1] | {"cache_control": message.cache_control}
+    return blocks
+
+
+def takes_tool_results(message: dict[str, Any]) -> bool:
+    content = message["content"]
+    return message["role"] == "user" and bool(content) and content[0]["type"] == "tool_result"
+
+
+def compact(message: dict[str, Any]) -> dict[str, Any]:
+    """A lone plain text block as the string shorthand (and no blocks as "", a final empty assistant turn)."""
+    content = message["content"]
+    if not content:
+        return message | {"content": ""}
+    if len(content) == 1 and content[0].keys() == {"type", "text"}:
+        return message | {"content": content[0]["text"]}
+    return message
+
+
+def wire_messages(dialogue: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
+    """OpenAI sends each tool result as a message of its own; Anthropic wants all of them in the one
+    user message after the call, before any text the user adds: consecutive tool messages, and a user
+    message after them, become one user message."""
+    messages: list[dict[str, Any]] = []
+    for message in dialogue:
+        blocks = message_blocks(message)
+        if message.role in ("tool", "user") and messages and takes_tool_results(messages[-1]):
+            messages[-1]["content"] += blocks
+        else:
+            messages.append({"role": "assistant" if message.role == "assistant" else "user", "content": blocks})
+    return [compact(message) for message in messages]
+
+
+def system_field(request: ChatRequest) -> str | list[dict[str, Any]] | None:
+    """One string, or text blocks when a system message carries a cache breakpoint (on its block)."""
+    system = [m for m in request.messages if m.role == "system"]
+    if not any(m.cache_control for m in system):
+        return request.system_text or None
+    blocks = [{"type": "text", "text": m.content, **set_fields(cache_control=m.cache_control)} for m in system]
+    return [block for block in blocks if block["text"]]
+
+
+def tool_definition(tool: Tool) -> dict[str, Any]:
+    # `strict` is dropped rather than refused: SDK helpers (openai's pydantic_function_tool, agent
+    # frameworks) set it by default, and refusing it would shut those clients out of every Claude route.
+    schema = {"type": "object", **(tool.parameters or EMPTY_SCHEMA)}
+    optional = set_fields(description=tool.description, cache_control=tool.cache_control)
+    return {"name": tool.name, "input_schema": schema, **optional}
+
+
+def format_tool(response_format: ResponseFormat) -> dict[str, Any]:
+    """Structured output as a tool the answer is forced through: this works on every Claude model."""
+    schema = response_format.schema if response_format.type == "json_schema" else None
+    return {
+        "name": response_format.name,
+        "description": FORMAT_TOOL_DESCRIPTION,
+        "input_schema": schema or EMPTY_SCHEMA,
+    }
+
+
+def tools_field(request: ChatRequest) -> list[dict[str, Any]]:
+    tools = [tool_definition(tool) for tool in request.tools]
+    return tools + ([format_tool(request.response_format)] if request.response_format is not None else [])
+
+
+def tool_choice_field(request: ChatRequest) -> dict[str, Any] | None:
+    if request.response_format is not None:  # one call of the format's tool, nothing else
+        return {"type": "tool", "name": request.response_format.name, "disable_parallel_tool_use": True}
+    choice, single_call = request.tool_choice, request.parallel_tool_calls is False
+    if not request.tools or (choice is None and not single_call):
+        return None  # the provider's default: auto
+    mode = choice.mode if choice is not None else "auto"
+    wire = {"type": TOOL_CHOICE_TYPES[mode], **set_fields(name=choice.name if mode == "tool" and choice else None)}
+    if single_call and mode != "none":  # the "none" choice takes no other field
+        wire["disable_parallel_tool_use"] = True
+    return wire
+
+
+def thinking_field(request: ChatRequest) -> dict[str, Any] | None:
+    budget = thinking_budget(request)
+    return None if budget is None else {"type": "enabled", "budget_tokens": budget}
+
+
+# ---- the answer ----------------------------------------------------------------------------
+
+
+def reasoning_of(block: dict[str, Any]) -> Reasoning | None:
+    if block["type"] == "thinking":
+        return Reasoning(block["thinking"], signature=block.get("signature"))
+    if block["type"] == "redacted_thinking":
+        return Reasoning(block["data"], redacted=True)
+    return None
+
+
+def message_result(message: dict[str, Any], model: str, answered_by: str | None = None) -> ChatResult:
+    """The answer; with response_format, the forced call's input is the answer's text (JSON)."""
+    blocks = message["content"]
+    calls = [ToolCall(b["id"], b["name"], json.dumps(b["input"])) for b in blocks if b["type"] == "tool_use"]
+    answers = [call.arguments for call in calls if call.name == answered_by]
+    text = "".join(block["text"] for block in blocks if block["type"] == "text")
+    return ChatResult(
+        content=answers[0] if answers else text,
+        finish_reason=stop_reason(message.get("stop_reason"), answered_by_tool=bool(answers)),
+        usage=anthropic_usage(counts_of(message["usage"])),
+        upstream_model=message.get("model") or model,
+        upstream_id=message.get("id"),
+        tool_calls=tuple(call for call in calls if call.name != answered_by),
+        reasoning=tuple(r for r in map(reasoning_of, blocks) if r is not None),
+    )
+
+
 @dataclass
 class MessageStream:
     """What a stream has told so far, event by event."""
 
+    answered_by: str | None = None  # the structured-output tool, whose input streams as the answer's text
     counts: dict[str, int] = field(default_factory=dict)
     stop_reason: str | None = None
+    tool_calls: dict[int, int] = field(default_factory=dict)  # content block index -> tool call index
+    answer_blocks: set[int] = field(default_factory=set)
 
-    def read(self, kind: str | None, event: dict[str, Any]) -> str:
-        """Take in one event; returns the text it adds ("" for most)."""
+    def read(self, kind: str | None, event: dict[str, Any]) -> ChatDelta | None:
+        """Take in one event; returns the piece of answer it carries, if any."""
         if kind == "message_start":
             self.counts.update(counts_of(event["message"]["usage"]))
         elif kind == "message_delta":
             self.stop_reason = event["delta"].get("stop_reason") or self.stop_reason
             # usage.output_tokens here is the running total, not an increment: replace, never add.
             self.counts.update(counts_of(event.get("usage") or {}))
-        elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
-            return str(event["delta"]["text"])
-        return ""  # ping, content_block_start/stop, and thinking or tool-input deltas
+        elif kind == "content_block_start":
+            return self.block_start(event["index"], event["content_block"])
+        elif kind == "content_block_delta":
+            return self.block_delta(event["index"], event["delta"])
+        # ping and content_block_stop carry nothing. A redacted_thinking block (complete in its
+        # content_block_start) is left out: ChatDelta has no field for encrypted thinking.
+        return None
+
+    def block_start(self, index: int, block: dict[str, Any]) -> ChatDelta | None:
+        if block["type"] != "tool_use":
+            return None
+        if block["name"] == self.answered_by:
+            self.answer_blocks.add(index)
+            return None
+        self.tool_calls[index] = call = len(self.tool_calls)
+        return ChatDelta(tool_calls=(ToolCallDelta(call, id=block["id"], name=block["name"]),))
+
+    def block_delta(self, index: int, delta: dict[str, Any]) -> ChatDelta | None:
+        kind = delta["type"]
+        if kind == "text_delta" and delta["text"]:
+            return ChatDelta(content=delta["text"])
+        if kind == "thinking_delta" and delta["thinking"]:
+            return ChatDelta(reasoning=delta["thinking"])
+        if kind == "signature_delta":
+            return ChatDelta(reasoning_signature=delta["signature"])
+        if kind == "input_json_delta" and delta["partial_json"]:
+            return self.tool_input_delta(index, delta["partial_json"])
+        return None
+
+    def tool_input_delta(self, index: int, partial_json: str) -> ChatDelta | None:
+        if index in self.answer_blocks:
+            return ChatDelta(content=partial_json)
+        if index in self.tool_calls:
+            return ChatDelta(tool_calls=(ToolCallDelta(self.tool_calls[index], arguments=partial_json),))
+        return None
 
     def final(self) -> ChatDelta:
-        return ChatDelta(finish_reason=stop_reason(self.stop_reason), usage=anthropic_usage(self.counts))
+        finish = stop_reason(self.stop_reason, answered_by_tool=bool(self.answer_blocks))
+        return ChatDelta(finish_reason=finish, usage=anthropic_usage(self.counts))
 
     def so_far(self) -> Usage | None:
         """What a stream that broke off had reported: message_start's prompt counts are exact, its
@@ -122,26 +453,35 @@ class AnthropicClient(HttpProviderClient):
     def url(self) -> str:
         return self.endpoint("/v1/messages")
 
+    def unsupported_param(self, request: ChatRequest, *, model: str) -> Unsupported | None:
+        return next((found for check in UNSUPPORTED_CHECKS if (found := check(request)) is not None), None)
+
     def body(self, request: ChatRequest, model: str) -> dict[str, Any]:
-        max_tokens = DEFAULT_MAX_TOKENS if request.max_tokens is None else request.max_tokens
+        """The request as Anthropic takes it; `seed` has no equivalent and is dropped (OpenAI's own is
+        best effort only)."""
         return {
             "model": model,
-            "max_tokens": max_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in request.dialogue],
+            "max_tokens": max_tokens_of(request),
+            "messages": wire_messages(request.dialogue),
             **set_fields(
-                system=request.system_text,
+                system=system_field(request),
                 temperature=request.temperature,
                 top_p=request.top_p,
+                top_k=request.top_k,
                 stop_sequences=list(request.stop),
+                tools=tools_field(request),
+                tool_choice=tool_choice_field(request),
+                thinking=thinking_field(request),
+                metadata={"user_id": request.user} if request.user else None,
             ),
         }
 
     async def complete(self, request: ChatRequest, *, model: str) -> ChatResult:
         message = await self.post_json(self.url, self.body(request, model))
-        return self.parse(message_result, message, model)
+        return self.parse(message_result, message, model, answer_tool(request))
 
     async def stream(self, request: ChatRequest, *, model: str) -> AsyncGenerator[ChatDelta]:
-        state, body = MessageStream(), self.body(request, model) | {"stream": True}
+        state, body = MessageStream(answer_tool(request)), self.body(request, model) | {"stream": True}
         try:
             async with aclosing(self.post_events(self.url, body)) as events:
                 async for name, data in events:
@@ -153,10 +493,16 @@ class AnthropicClient(HttpProviderClient):
                     if kind == "message_stop":
                         yield self.parse(state.final)
                         return
-                    text = self.parse(state.read, kind, event)
-                    if text:
-                        yield ChatDelta(content=text)
+                    piece = self.parse(state.read, kind, event)
+                    if piece is not None:
+                        yield piece
             raise self.stream_cut()  # the connection closed before message_stop
         except ProviderError as failure:
             failure.usage = failure.usage or state.so_far()  # the prompt counts message_start gave
             raise
+
+    async def count_tokens(self, request: ChatRequest, *, model: str) -> int:
+        body = self.body(request, model)
+        counted = {name: body[name] for name in COUNTED_FIELDS if name in body}
+        answer = await self.post_json(self.endpoint("/v1/messages/count_tokens"), counted)
+        return self.parse(lambda tokens: int(tokens["input_tokens"]), answer)
