@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import json
+import re
 import struct
 import threading
 import time
@@ -32,6 +34,7 @@ from .server import (
     STREAM_ONLY,
     Answer,
     FakeProvider,
+    FakeToolCall,
     Fault,
     Received,
     count_words,
@@ -41,20 +44,37 @@ from .server import (
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 CONTENT_PARTS = {"text", "image_url", "input_audio", "file", "refusal"}
 # fmt: off
-CHAT_PARAMS = {
+CHAT_PARAMS = frozenset({
     "model", "messages", "audio", "frequency_penalty", "function_call", "functions", "logit_bias",
     "logprobs", "max_completion_tokens", "max_tokens", "metadata", "modalities", "n",
     "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key", "reasoning_effort",
     "response_format", "safety_identifier", "seed", "service_tier", "stop", "store", "stream",
     "stream_options", "temperature", "tool_choice", "tools", "top_logprobs", "top_p", "user",
     "verbosity", "web_search_options",
-}
+})
 MODERATION_CATEGORIES = (
     "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent",
     "self-harm", "self-harm/intent", "self-harm/instructions", "sexual", "sexual/minors", "violence",
     "violence/graphic",
 )
 # fmt: on
+
+# The name rule for functions and json_schema response formats.
+FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+TOOL_CHOICE_MODES = ("none", "auto", "required")
+RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+# openai-python's ImageURL.detail and ReasoningEffort.
+IMAGE_DETAILS = ("auto", "low", "high", "original")
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+DATA_URL = re.compile(r"data:(image/[a-zA-Z0-9.+-]+);base64,(.*)", re.DOTALL)
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+UNSUPPORTED_IMAGE = (
+    "You uploaded an unsupported image. Please make sure your image is below 20 MB in size and is of one "
+    "the following formats: ['png', 'jpeg', 'gif', 'webp']."
+)
+DATA_URL_EXAMPLE = (
+    "a base64-encoded data URL with an image MIME type (e.g. 'data:image/png;base64,aW1nIGJ5dGVzIGhlcmU=')"
+)
 
 # status -> (type, code, message), as the real API words them.
 ERRORS: dict[int, tuple[str, str | None, str]] = {
@@ -207,6 +227,111 @@ def text_of(content: Any) -> str:
     return ""
 
 
+def string_field(parent: dict[str, Any], key: str, where: str) -> str:
+    if key not in parent:
+        raise missing(f"{where}.{key}")
+    if not isinstance(parent[key], str):
+        raise wrong_type(f"{where}.{key}", "a string", parent[key])
+    return parent[key]
+
+
+def object_field(parent: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    if key not in parent:
+        raise missing(f"{where}.{key}")
+    if not isinstance(parent[key], dict):
+        raise wrong_type(f"{where}.{key}", "an object", parent[key])
+    return parent[key]
+
+
+def check_function_name(name: str, param: str) -> None:
+    if not FUNCTION_NAME.fullmatch(name):
+        raise Invalid(
+            f"Invalid '{param}': string does not match pattern. Expected a string that matches the pattern "
+            "'^[a-zA-Z0-9_-]{1,64}$'.",
+            param,
+            "invalid_value",
+        )
+
+
+def is_image(data: bytes) -> bool:
+    """PNG, JPEG, GIF or WebP by their magic bytes: the real API decodes the image, not its label."""
+    webp = data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    return webp or data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a"))
+
+
+def check_data_url(url: str, param: str) -> None:
+    match = DATA_URL.fullmatch(url)
+    if match is None:
+        raise Invalid(
+            f"Invalid '{param}'. Expected a valid http(s) URL or {DATA_URL_EXAMPLE}, but got a value with an "
+            "invalid format.",
+            param,
+            "invalid_value",
+        )
+    try:
+        data = base64.b64decode(match[2], validate=True)
+    except binascii.Error:
+        raise Invalid(
+            f"Invalid '{param}'. Expected {DATA_URL_EXAMPLE}, but got an invalid base64 value.", param, "invalid_value"
+        ) from None
+    if match[1] not in IMAGE_TYPES or not is_image(data):
+        raise Invalid(UNSUPPORTED_IMAGE, None, "invalid_image_format")
+
+
+def check_image_url(where: str, part: dict[str, Any]) -> None:
+    image_url = object_field(part, "image_url", where)
+    url = string_field(image_url, "url", f"{where}.image_url")
+    detail = image_url.get("detail")
+    if detail is not None and detail not in IMAGE_DETAILS:
+        raise Invalid(
+            f"Invalid value: '{detail}'. Supported values are: {quoted(IMAGE_DETAILS)}.",
+            f"{where}.image_url.detail",
+            "invalid_value",
+        )
+    if not url.startswith(("http://", "https://")):  # the real API downloads those itself
+        check_data_url(url, f"{where}.image_url.url")
+
+
+def check_content_part(where: str, index: int, role: str, part: Any) -> None:
+    at = f"{where}.content[{index}]"
+    if not isinstance(part, dict) or part.get("type") not in CONTENT_PARTS:
+        raise Invalid(f"Invalid value for '{at}.type'.", f"{at}.type", "invalid_value")
+    if part["type"] == "text" and not isinstance(part.get("text"), str):
+        raise wrong_type(f"{at}.text", "a string", part.get("text"))
+    if part["type"] == "image_url":
+        if role != "user":
+            raise Invalid(
+                f"Invalid '{where}'. Image URLs are only allowed for messages with role 'user', but this message "
+                f"with role '{role}' contains an image URL.",
+                where,
+                "invalid_value",
+            )
+        check_image_url(at, part)
+
+
+def check_tool_calls(where: str, calls: Any) -> None:
+    """An assistant turn's calls, as the API takes them back: id, type "function", name and JSON text."""
+    if not isinstance(calls, list):
+        raise wrong_type(f"{where}.tool_calls", "an array", calls)
+    if not calls:
+        raise Invalid(
+            f"Invalid '{where}.tool_calls': empty array. Expected an array with minimum length 1, but got an "
+            "empty array instead.",
+            f"{where}.tool_calls",
+            "empty_array",
+        )
+    for index, call in enumerate(calls):
+        at = f"{where}.tool_calls[{index}]"
+        if not isinstance(call, dict):
+            raise wrong_type(at, "an object", call)
+        string_field(call, "id", at)
+        if string_field(call, "type", at) != "function":  # the fake offers function tools only
+            raise Invalid(f"Invalid value: '{call['type']}'. Supported values are: 'function'.", f"{at}.type")
+        function = object_field(call, "function", at)
+        string_field(function, "name", f"{at}.function")
+        string_field(function, "arguments", f"{at}.function")  # JSON text, not an object
+
+
 def check_message(index: int, message: Any) -> None:
     where = f"messages[{index}]"
     if not isinstance(message, dict):
@@ -222,21 +347,170 @@ def check_message(index: int, message: Any) -> None:
             "invalid_value",
         )
     content = message.get("content")
-    if role == "assistant" and content is None and message.get("tool_calls"):
-        return  # a pure tool-call turn has no content
+    if role == "assistant" and "tool_calls" in message:
+        check_tool_calls(where, message["tool_calls"])
+        if content is None:
+            return  # a pure tool-call turn has no content
     if "content" not in message:
         raise missing(f"{where}.content")
     if not isinstance(content, str | list):
         raise wrong_type(f"{where}.content", "one of a string or array of objects", content)
     for i, part in enumerate(content if isinstance(content, list) else []):
-        if not isinstance(part, dict) or part.get("type") not in CONTENT_PARTS:
-            raise Invalid(
-                f"Invalid value for '{where}.content[{i}].type'.", f"{where}.content[{i}].type", "invalid_value"
-            )
-        if part["type"] == "text" and not isinstance(part.get("text"), str):
-            raise wrong_type(f"{where}.content[{i}].text", "a string", part.get("text"))
+        check_content_part(where, i, role, part)
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise missing(f"{where}.tool_call_id")
+
+
+def unanswered(index: int, call_ids: dict[str, None]) -> Invalid:
+    return Invalid(
+        "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+        f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(call_ids)}",
+        f"messages.[{index}].role",
+    )
+
+
+def check_tool_answers(messages: list[dict[str, Any]]) -> None:
+    """Tool messages answer the calls of the assistant message just before their run, each call once,
+    and every call is answered before the conversation goes on: the real API refuses anything else."""
+    open_calls: dict[str, None] = {}  # ids of the calls still waiting for their tool message
+    caller = 0
+    for index, message in enumerate(messages):
+        if message["role"] == "tool":
+            if message["tool_call_id"] not in open_calls:
+                raise Invalid(
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding message "
+                    "with 'tool_calls'.",
+                    f"messages.[{index}].role",
+                )
+            del open_calls[message["tool_call_id"]]
+            continue
+        if open_calls:
+            raise unanswered(caller, open_calls)
+        if message["role"] == "assistant":
+            open_calls = dict.fromkeys(call["id"] for call in message.get("tool_calls") or ())
+            caller = index
+    if open_calls:
+        raise unanswered(caller, open_calls)
+
+
+def check_messages(body: dict[str, Any]) -> None:
+    if "messages" not in body:
+        raise missing("messages")
+    messages = body["messages"]
+    if not isinstance(messages, list):
+        raise wrong_type("messages", "an array", messages)
+    if not messages:
+        raise Invalid(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            "messages",
+            "empty_array",
+        )
+    for index, message in enumerate(messages):
+        check_message(index, message)
+    check_tool_answers(messages)
+
+
+def check_tool(where: str, tool: Any) -> str:
+    """A function tool; returns its name."""
+    if not isinstance(tool, dict):
+        raise wrong_type(where, "an object", tool)
+    if tool.get("type") != "function":  # the real API also has custom tools: the fake offers functions only
+        raise Invalid(f"Invalid value: '{tool.get('type')}'. Supported values are: 'function'.", f"{where}.type")
+    function = object_field(tool, "function", where)
+    name = string_field(function, "name", f"{where}.function")
+    check_function_name(name, f"{where}.function.name")
+    if "description" in function:
+        string_field(function, "description", f"{where}.function")
+    if "parameters" in function:
+        object_field(function, "parameters", f"{where}.function")  # a JSON Schema object
+    check_bool(function, "strict", f"{where}.function.strict")
+    return name
+
+
+def check_tools(body: dict[str, Any]) -> list[str]:
+    """The tools offered; returns their names."""
+    tools = body.get("tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise wrong_type("tools", "an array", tools)
+    if not tools:
+        raise Invalid(
+            "Invalid 'tools': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            "tools",
+            "empty_array",
+        )
+    return [check_tool(f"tools[{index}]", tool) for index, tool in enumerate(tools)]
+
+
+def check_tool_choice(body: dict[str, Any], names: list[str]) -> None:
+    for param in ("tool_choice", "parallel_tool_calls"):
+        if body.get(param) is not None and not names:
+            raise Invalid(f"Invalid value for '{param}': '{param}' is only allowed when 'tools' are specified.", param)
+    check_bool(body, "parallel_tool_calls")
+    choice = body.get("tool_choice")
+    if choice is None or (isinstance(choice, str) and choice in TOOL_CHOICE_MODES):
+        return
+    if isinstance(choice, str):
+        raise Invalid(
+            f"Invalid value: '{choice}'. Supported values are: {quoted(TOOL_CHOICE_MODES)}.",
+            "tool_choice",
+            "invalid_value",
+        )
+    if not isinstance(choice, dict):
+        raise wrong_type("tool_choice", "one of a string or object", choice)
+    if choice.get("type") != "function":
+        raise Invalid(f"Invalid value: '{choice.get('type')}'. Supported values are: 'function'.", "tool_choice.type")
+    name = string_field(object_field(choice, "function", "tool_choice"), "name", "tool_choice.function")
+    if name not in names:
+        raise Invalid(f"Invalid value for 'tool_choice': no function named '{name}' in 'tools'.", "tool_choice")
+
+
+def mentions_json(messages: list[dict[str, Any]]) -> bool:
+    return any("json" in text_of(message.get("content")).lower() for message in messages)
+
+
+def check_json_schema(spec: dict[str, Any]) -> None:
+    where = "response_format.json_schema"
+    name = string_field(spec, "name", where)
+    check_function_name(name, f"{where}.name")
+    schema = object_field(spec, "schema", where)
+    if schema.get("type") != "object":
+        raise Invalid(
+            f"Invalid schema for response_format '{name}': schema must be a JSON Schema of 'type: \"object\"', "
+            f"got 'type: \"{schema.get('type')}\"'.",
+            "response_format",
+            "invalid_value",
+        )
+    check_bool(spec, "strict", f"{where}.strict")
+
+
+def check_response_format(body: dict[str, Any]) -> None:
+    response_format = body.get("response_format")
+    if response_format is None:
+        return
+    if not isinstance(response_format, dict):
+        raise wrong_type("response_format", "an object", response_format)
+    kind = response_format.get("type")
+    if kind not in RESPONSE_FORMATS:
+        raise Invalid(
+            f"Invalid value: '{kind}'. Supported values are: {quoted(RESPONSE_FORMATS)}.",
+            "response_format.type",
+            "invalid_value",
+        )
+    if kind == "json_object" and not mentions_json(body["messages"]):
+        raise Invalid(
+            "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+            "messages",
+        )
+    if kind == "json_schema":
+        check_json_schema(object_field(response_format, "json_schema", "response_format"))
+
+
+def check_bool(parent: dict[str, Any], key: str, param: str | None = None) -> None:
+    value = parent.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise wrong_type(param or key, "a boolean", value)
 
 
 def check_number(body: dict[str, Any], name: str, integer: bool, low: int, high: int | None = None) -> None:
@@ -351,57 +625,171 @@ def check_edit_images(name: str, model: ImageModel, uploads: list[Upload]) -> No
             )
 
 
-def check_chat(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise Invalid(
-            "We could not parse the JSON body of your request. The OpenAI API "
-            "expects a JSON payload, but what was sent was not valid JSON."
-        )
-    unknown = sorted(set(body) - CHAT_PARAMS)
-    if unknown:
-        raise Invalid(f"Unrecognized request argument supplied: {unknown[0]}")
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise Invalid("you must provide a model parameter")
-    if "messages" not in body:
-        raise missing("messages")
-    messages = body["messages"]
-    if not isinstance(messages, list):
-        raise wrong_type("messages", "an array", messages)
-    if not messages:
-        raise Invalid(
-            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
-            "messages",
-            "empty_array",
-        )
-    for index, message in enumerate(messages):
-        check_message(index, message)
+def check_sampling(body: dict[str, Any]) -> None:
     check_number(body, "max_tokens", integer=True, low=1)
     check_number(body, "max_completion_tokens", integer=True, low=1)
     check_number(body, "temperature", integer=False, low=0, high=2)
-    if "stream" in body and body["stream"] is not None and not isinstance(body["stream"], bool):
-        raise wrong_type("stream", "a boolean", body["stream"])
+    check_number(body, "presence_penalty", integer=False, low=-2, high=2)
+    check_number(body, "frequency_penalty", integer=False, low=-2, high=2)
+    check_number(body, "n", integer=True, low=1, high=128)
+    check_number(body, "seed", integer=True, low=-(2**63))
+    check_number(body, "top_k", integer=True, low=-1)  # vLLM's (-1: off); OpenAI refuses it as unknown
+    check_bool(body, "logprobs")
+    check_number(body, "top_logprobs", integer=True, low=0, high=20)
+    if body.get("top_logprobs") is not None and body.get("logprobs") is not True:
+        raise Invalid(
+            "Invalid value for 'top_logprobs': 'top_logprobs' is only allowed when 'logprobs' is true.", "top_logprobs"
+        )
+    if body.get("user") is not None and not isinstance(body["user"], str):
+        raise wrong_type("user", "a string", body["user"])
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise Invalid(
+            f"Invalid value: '{effort}'. Supported values are: {quoted(REASONING_EFFORTS)}.",
+            "reasoning_effort",
+            "invalid_value",
+        )
+
+
+def check_stream_options(body: dict[str, Any]) -> None:
+    check_bool(body, "stream")
     options = body.get("stream_options")
     if options is not None:
         if body.get("stream") is not True:
             raise Invalid("The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options")
         if not isinstance(options, dict):
             raise wrong_type("stream_options", "an object", options)
-        if "include_usage" in options and not isinstance(options["include_usage"], bool):
-            raise wrong_type("stream_options.include_usage", "a boolean", options["include_usage"])
+        check_bool(options, "include_usage", "stream_options.include_usage")
+
+
+def check_chat(body: Any, allowed: frozenset[str] = CHAT_PARAMS) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise Invalid(
+            "We could not parse the JSON body of your request. The OpenAI API "
+            "expects a JSON payload, but what was sent was not valid JSON."
+        )
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise Invalid(f"Unrecognized request argument supplied: {unknown[0]}")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise Invalid("you must provide a model parameter")
+    check_messages(body)
+    check_tool_choice(body, check_tools(body))
+    check_response_format(body)
+    check_sampling(body)
+    check_stream_options(body)
     return body
 
 
-def usage(answer: Answer) -> dict[str, Any]:
-    # prompt_tokens includes the cached ones, completion_tokens the reasoning ones.
+def offered_functions(body: dict[str, Any]) -> set[str]:
+    """The functions the model may call: none under tool_choice "none", only the named one when one is named."""
+    choice = body.get("tool_choice")
+    if choice == "none":
+        return set()
+    if isinstance(choice, dict):
+        return {choice["function"]["name"]}
+    return {tool["function"]["name"] for tool in body.get("tools") or ()}
+
+
+def unoffered_call(body: dict[str, Any], answer: Answer) -> Invalid | None:
+    """A scripted call the request gives the model no way to make: the gateway lost the tools (or the
+    choice) on the way, and a real model could not have answered so."""
+    offered = offered_functions(body)
+    names = [call.name for call in answer.tool_calls if call.name not in offered]
+    if not names:
+        return None
+    return Invalid(
+        f"FakeOpenAI: the scripted answer calls {', '.join(names)}, but the request offers only "
+        f"{sorted(offered) or 'no functions'} (tools and tool_choice).",
+        "tools",
+    )
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What a request asks of its answer: how many choices, and log probabilities (top: how many
+    alternatives per token; None: no log probabilities)."""
+
+    n: int
+    top: int | None
+
+    @classmethod
+    def asked(cls, body: dict[str, Any]) -> Choices:
+        top = (body.get("top_logprobs") or 0) if body.get("logprobs") else None
+        return cls(body.get("n") or 1, top)
+
+
+def token_logprob(token: str, top: int) -> dict[str, Any]:
+    """The fake's log probabilities: the answer's own token is the likeliest, made-up ones follow."""
+    alternatives = [(token, -0.01)] + [(f" alt{rank}", -1.5 * rank) for rank in range(1, top)]
+    return {
+        "token": token,
+        "logprob": -0.01,
+        "bytes": list(token.encode()),
+        "top_logprobs": [{"token": t, "logprob": p, "bytes": list(t.encode())} for t, p in alternatives[:top]],
+    }
+
+
+def logprobs_of(pieces: list[str], top: int | None) -> dict[str, Any] | None:
+    if top is None:
+        return None
+    return {"content": [token_logprob(piece, top) for piece in pieces], "refusal": None}
+
+
+def wire_tool_calls(calls: tuple[FakeToolCall, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": new_id("call_"),
+            "type": "function",
+            "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+        }
+        for call in calls
+    ]
+
+
+def streamed_tool_calls(calls: tuple[FakeToolCall, ...]) -> list[dict[str, Any]]:
+    """The deltas of each call as the real API streams them: first its index, id, type and name with
+    empty arguments, then the arguments' JSON text in fragments that carry only the index."""
+    deltas = []
+    for index, call in enumerate(calls):
+        head = {
+            "index": index,
+            "id": new_id("call_"),
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        deltas.append({"tool_calls": [head]})
+        for fragment in re.findall(r"\w+|\W+", json.dumps(call.arguments)):
+            deltas.append({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+    return deltas
+
+
+def completion_choice(index: int, answer: Answer, top: int | None) -> dict[str, Any]:
+    # content is null in an answer that only calls tools.
+    content = (answer.text or None) if answer.tool_calls else answer.text
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+    if answer.tool_calls:
+        message["tool_calls"] = wire_tool_calls(answer.tool_calls)
+    return {
+        "index": index,
+        "message": message,
+        "logprobs": logprobs_of(answer.pieces, top),
+        "finish_reason": answer.finish_reason,
+    }
+
+
+def usage(answer: Answer, n: int = 1) -> dict[str, Any]:
+    # prompt_tokens includes the cached ones, completion_tokens the reasoning ones; n choices
+    # read the prompt once and each write their own answer.
     counts = answer.counts
-    completion = answer.output_tokens + counts.reasoning
+    completion = (answer.output_tokens + counts.reasoning) * n
     return {
         "prompt_tokens": answer.input_tokens,
         "completion_tokens": completion,
         "total_tokens": answer.input_tokens + completion,
         "prompt_tokens_details": {"cached_tokens": counts.cached, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": counts.reasoning,
+            "reasoning_tokens": counts.reasoning * n,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -420,6 +808,7 @@ class FakeOpenAI(FakeProvider):
     stop_reason = "stop"
     length_reason = "length"
     default_flag_terms = frozenset({"kill"})
+    extra_params: frozenset[str] = frozenset()  # chat parameters beyond OpenAI's (compatible servers)
 
     def __init__(self, api_key: str | None = None) -> None:
         super().__init__(api_key)
@@ -507,64 +896,85 @@ class FakeOpenAI(FakeProvider):
 
     async def _chat(self, request: web.Request, received: Received, fault: Fault | None) -> web.StreamResponse:
         try:
-            body = check_chat(received.json)
+            body = check_chat(received.json, CHAT_PARAMS | self.extra_params)
         except Invalid as exc:
             return self.invalid(exc)
         words = sum(count_words(text_of(m.get("content"))) for m in body["messages"])
         answer = self.answer(words, body.get("max_completion_tokens") or body.get("max_tokens"))
+        refusal = unoffered_call(body, answer)
+        if refusal is not None:
+            return self.invalid(refusal)
         envelope = {
             "id": new_id("chatcmpl-"),
             "created": int(time.time()),
             "model": body["model"],
             "system_fingerprint": "fp_fake",
         }
+        asked = Choices.asked(body)
         if not body.get("stream"):
-            message = {"role": "assistant", "content": answer.text, "refusal": None, "annotations": []}
             completion = {
                 **envelope,
                 "object": "chat.completion",
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish_reason}],
-                "usage": usage(answer),
+                "choices": [completion_choice(index, answer, asked.top) for index in range(asked.n)],
+                "usage": usage(answer, asked.n),
                 "service_tier": "default",
             }
             return web.json_response(completion, headers=self.headers())
         include_usage = (body.get("stream_options") or {}).get("include_usage") is True
-        return await self._stream(request, envelope, answer, fault, include_usage)
+        return await self._stream(request, envelope, answer, fault, include_usage, asked)
 
     async def _stream(
-        self, request: web.Request, envelope: dict[str, Any], answer: Answer, fault: Fault | None, include_usage: bool
+        self,
+        request: web.Request,
+        envelope: dict[str, Any],
+        answer: Answer,
+        fault: Fault | None,
+        include_usage: bool,
+        asked: Choices,
     ) -> web.StreamResponse:
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        def chunk(delta: dict[str, Any], index: int, finish: str | None = None, logprobs: Any = None) -> str:
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             payload = {**envelope, "object": "chat.completion.chunk", "choices": [choice]}
             if include_usage:
                 payload["usage"] = None  # present but null on every chunk but the last
             return sse(payload)
 
+        async def send_pieces(pieces: list[str]) -> None:
+            for piece in pieces:
+                for index in range(asked.n):  # n > 1 streams its choices interleaved
+                    logprobs = logprobs_of([piece], asked.top)
+                    await self.send(response, chunk({"content": piece}, index, logprobs=logprobs))
+
         response = await self.open_stream(request, self.headers())
-        await self.send(response, chunk({"role": "assistant", "content": "", "refusal": None}))
+        opening = {
+            "role": "assistant",
+            "content": None if answer.tool_calls and not answer.text else "",
+            "refusal": None,
+        }
+        for index in range(asked.n):
+            await self.send(response, chunk(opening, index))
         if fault is not None and fault.kind == "malformed":
             await self.send(response, 'data: {"id": "chatcmpl-broken", "choices": [{"delta\n\n')
             await self.send(response, "data: [DONE]\n\n")
             return response
         limit = fault.after_chunks if fault is not None and fault.kind in STREAM_ONLY else None
-        for piece in answer.pieces[:limit]:
-            await self.send(response, chunk({"content": piece}))
+        await send_pieces(answer.pieces[:limit])
         if fault is not None and fault.kind == "stall":
             await asyncio.sleep(fault.seconds)
-            for piece in answer.pieces[limit:]:
-                await self.send(response, chunk({"content": piece}))
+            await send_pieces(answer.pieces[limit:])
         if fault is not None and fault.kind == "cut":
             self.cut(request)
             return response
         if fault is not None and fault.kind == "stream_error":
             await self.send(response, sse(error(ERRORS[500][2], "server_error")))
             return response
-        await self.send(response, chunk({}, answer.finish_reason))
+        for index in range(asked.n):
+            for delta in streamed_tool_calls(answer.tool_calls):
+                await self.send(response, chunk(delta, index))
+            await self.send(response, chunk({}, index, answer.finish_reason))
         if include_usage:
-            await self.send(
-                response, sse({**envelope, "object": "chat.completion.chunk", "choices": [], "usage": usage(answer)})
-            )
+            final = {**envelope, "object": "chat.completion.chunk", "choices": [], "usage": usage(answer, asked.n)}
+            await self.send(response, sse(final))
         await self.send(response, "data: [DONE]\n\n")
         return response
 
@@ -684,3 +1094,12 @@ class FakeOpenAI(FakeProvider):
             "category_scores": scores,
             "category_applied_input_types": {name: ["text"] for name in MODERATION_CATEGORIES},
         }
+
+
+class FakeOpenAICompatible(FakeOpenAI):
+    """An OpenAI-compatible server such as vLLM: the same protocol, plus the sampling parameters vLLM
+    adds to it (top_k among them), which OpenAI itself refuses."""
+
+    provider = "openai_compatible"
+    default_api_key = "sk-test-compatible"
+    extra_params = frozenset({"top_k", "min_p", "repetition_penalty"})
