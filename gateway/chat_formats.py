@@ -17,8 +17,9 @@ from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import BindingDict
 
 from billing.pricing import usd_text
+from gateway.chat_parts import Messages, ResponseFormatField, ToolChoiceField, Tools, check_tool_choice
 from gateway.errors import ApiError, InvalidRequest, first_validation_error
-from providers.clients.base import ChatDelta, ChatMessage, ChatRequest, ChatResult, Usage
+from providers.clients.base import ChatDelta, ChatRequest, ChatResult, ToolCall, ToolCallDelta, Usage
 
 
 @dataclass(frozen=True)
@@ -81,51 +82,128 @@ def _top_p() -> serializers.FloatField:
     return serializers.FloatField(min_value=0, max_value=1, required=False, allow_null=True)
 
 
-def _require_a_turn(messages: list[dict]) -> list[dict]:
-    if all(m["role"] == "system" for m in messages):
-        raise serializers.ValidationError("at least one user or assistant message is required")
-    return messages
+def _penalty() -> serializers.FloatField:
+    return serializers.FloatField(min_value=-2, max_value=2, required=False, allow_null=True)
 
 
-# ---------------------------------------------------------------- Pulse dialect
-class PulseMessage(serializers.Serializer):
-    role = serializers.ChoiceField(choices=["system", "user", "assistant"])
-    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
 
 
-class ChatCompleteRequest(HotPathSerializer):
+class ChatRequestFields(HotPathSerializer):
+    """What both chat formats take: the conversation (text, images, tool calls and results), tools,
+    structured output and the sampling settings. Unknown fields are refused, naming the field."""
+
     model = serializers.CharField(max_length=200)
-    messages = PulseMessage(many=True, allow_empty=False)
+    messages = Messages()
     max_tokens = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     temperature = _temperature()
     top_p = _top_p()
-    stop = serializers.ListField(child=serializers.CharField(), max_length=4, required=False)
     stream = serializers.BooleanField(required=False, default=False)
-    fallbacks = serializers.ListField(child=serializers.CharField(max_length=200), max_length=5, required=False)
-    metadata = serializers.DictField(required=False)
+    tools = Tools(required=False)
+    tool_choice = ToolChoiceField(required=False, allow_null=True)
+    parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
+    response_format = ResponseFormatField(required=False, allow_null=True)
+    seed = serializers.IntegerField(required=False, allow_null=True)
+    user = serializers.CharField(required=False, allow_blank=True, max_length=256)
+    reasoning_effort = serializers.ChoiceField(choices=REASONING_EFFORTS, required=False, allow_null=True)
+    presence_penalty = _penalty()
+    frequency_penalty = _penalty()
+    metadata = serializers.DictField(required=False, allow_null=True)
 
-    def validate_messages(self, messages: list[dict]) -> list[dict]:
-        return _require_a_turn(messages)
+    # Sent by SDKs, and about the caller's own account at OpenAI rather than the answer: accepted
+    # and not passed on (Pulse's account is the one upstream).
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"store", "service_tier", "prompt_cache_key", "safety_identifier"})
+
+    def validate(self, attrs: dict) -> dict:
+        known = set(self.fields) | self.IGNORED
+        for name in self.initial_data:
+            if name not in known:
+                raise serializers.ValidationError({name: "is not a field Pulse knows (check its spelling)"})
+        check_tool_choice(attrs.get("tools", ()), attrs.get("tool_choice"))
+        return attrs
+
+
+class ChatCompleteRequest(ChatRequestFields):
+    stop = serializers.ListField(child=serializers.CharField(), max_length=4, required=False)
+    fallbacks = serializers.ListField(child=serializers.CharField(max_length=200), max_length=5, required=False)
 
 
 class PulseUsage(serializers.Serializer):
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
     total_tokens = serializers.IntegerField()
+    cached_input_tokens = serializers.IntegerField()
+    reasoning_tokens = serializers.IntegerField()
+
+
+class PulseToolCall(serializers.Serializer):
+    class Function(serializers.Serializer):
+        name = serializers.CharField()
+        arguments = serializers.CharField(help_text="JSON text")
+
+    id = serializers.CharField()
+    type = serializers.ChoiceField(choices=["function"])
+    function = Function()
+
+
+class PulseAnswerMessage(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["assistant"])
+    content = serializers.CharField(allow_null=True)
+    tool_calls = PulseToolCall(many=True, required=False)
 
 
 class ChatCompleteResponse(serializers.Serializer):
     id = serializers.CharField()
     model = serializers.CharField()
     provider = serializers.CharField()
-    message = PulseMessage()
+    message = PulseAnswerMessage()
     finish_reason = serializers.CharField()
     usage = PulseUsage()
     cost_usd = serializers.DecimalField(max_digits=20, decimal_places=8, coerce_to_string=True)
 
 
-def _chat_request(data: dict, messages: list[ChatMessage], max_tokens: int | None, stop: list[str]) -> ChatRequest:
-    return ChatRequest(tuple(messages), max_tokens, data.get("temperature"), data.get("top_p"), tuple(stop))
+def chat_request(data: dict, max_tokens: int | None, stop: list[str], **more: Any) -> ChatRequest:
+    """The normalised request from validated fields both formats share."""
+    return ChatRequest(
+        messages=data["messages"],
+        max_tokens=max_tokens,
+        temperature=data.get("temperature"),
+        top_p=data.get("top_p"),
+        stop=tuple(stop),
+        tools=data.get("tools", ()),
+        tool_choice=data.get("tool_choice"),
+        parallel_tool_calls=data.get("parallel_tool_calls"),
+        response_format=data.get("response_format"),
+        seed=data.get("seed"),
+        user=data.get("user") or None,
+        reasoning_effort=data.get("reasoning_effort"),
+        presence_penalty=data.get("presence_penalty"),
+        frequency_penalty=data.get("frequency_penalty"),
+        **more,
+    )
+
+
+def tool_call_json(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def tool_delta_json(delta: ToolCallDelta) -> dict[str, Any]:
+    """A streamed piece of a call, as OpenAI's chunks carry it: id, type and name on the first piece only."""
+    piece: dict[str, Any] = {"index": delta.index}
+    if delta.id is not None:
+        piece["id"], piece["type"] = delta.id, "function"
+    function: dict[str, Any] = {"arguments": delta.arguments}
+    if delta.name is not None:
+        function["name"] = delta.name
+    piece["function"] = function
+    return piece
+
+
+def answer_message(content: str, tool_calls: tuple[ToolCall, ...]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content if content or not tool_calls else None}
+    if tool_calls:
+        message["tool_calls"] = [tool_call_json(call) for call in tool_calls]
+    return message
 
 
 def sse(data: Any, event: str | None = None) -> bytes:
@@ -133,9 +211,31 @@ def sse(data: Any, event: str | None = None) -> bytes:
     return (f"event: {event}\n" if event else "").encode() + f"data: {payload}\n\n".encode()
 
 
+class StreamRenderer:
+    """Renders one stream in a dialect: the bytes before, for each delta, at the end, and for a
+    mid-stream error. One per stream, so a dialect whose events need numbering keeps its count here."""
+
+    def __init__(self, answered: Answered, include_usage: bool):
+        self.answered, self.include_usage = answered, include_usage
+
+    def start(self) -> bytes:
+        return b""
+
+    def delta(self, delta: ChatDelta) -> bytes:
+        raise NotImplementedError
+
+    def end(self, finish_reason: str, usage: Usage, cost_usd: Decimal) -> bytes:
+        raise NotImplementedError
+
+    def error(self, error: ApiError) -> bytes:
+        raise NotImplementedError
+
+
 class Dialect:
-    """A chat wire format: parses a request body into a ChatCall and renders answers, stream
-    chunks and mid-stream errors. Every method is a class or static method: dialects hold no state."""
+    """A chat wire format: parses a request body into a ChatCall and renders answers, streams and
+    errors. Parsing and answers are class or static methods: a dialect holds no state."""
+
+    renderer: ClassVar[type[StreamRenderer]]
 
     @staticmethod
     def parse(payload: Any) -> ChatCall:
@@ -145,37 +245,53 @@ class Dialect:
     def answer(cls, result: ChatResult, usage: Usage, answered: Answered, cost_usd: Decimal) -> dict[str, Any]:
         raise NotImplementedError
 
-    @classmethod
-    def stream_start(cls, answered: Answered, include_usage: bool) -> bytes:
-        return b""
+    @staticmethod
+    def error_body(error: ApiError) -> dict[str, Any]:
+        """The error envelope as this dialect's clients read it."""
+        return error.body()
 
-    @classmethod
-    def stream_delta(cls, delta: ChatDelta, answered: Answered, include_usage: bool) -> bytes:
-        raise NotImplementedError
 
-    @classmethod
-    def stream_end(
-        cls, finish_reason: str, usage: Usage, cost_usd: Decimal, answered: Answered, include_usage: bool
-    ) -> bytes:
-        raise NotImplementedError
+class PulseStream(StreamRenderer):
+    """`event: delta` frames (text), `event: tool_call` frames (pieces of calls), then one
+    `event: done` (or `event: error`)."""
 
-    @classmethod
-    def stream_error(cls, error: ApiError) -> bytes:
-        raise NotImplementedError
+    def delta(self, delta: ChatDelta) -> bytes:
+        frames = sse({"delta": delta.content}, "delta") if delta.content else b""
+        for piece in delta.tool_calls:
+            frames += sse(tool_delta_json(piece), "tool_call")
+        return frames
+
+    def end(self, finish_reason: str, usage: Usage, cost_usd: Decimal) -> bytes:
+        answered = self.answered
+        return sse(
+            {
+                "id": answered.request_id,
+                "model": answered.model,
+                "provider": answered.provider,
+                "finish_reason": finish_reason,
+                "usage": PulseDialect.usage(usage),
+                "cost_usd": usd_text(cost_usd),
+            },
+            "done",
+        )
+
+    def error(self, error: ApiError) -> bytes:
+        return sse(error.body(), "error")
 
 
 class PulseDialect(Dialect):
+    renderer = PulseStream
+
     @staticmethod
     def parse(payload: Any) -> ChatCall:
         data = validated(ChatCompleteRequest(data=payload))
-        messages = [ChatMessage(m["role"], m["content"]) for m in data["messages"]]
         return ChatCall(
             data["model"],
-            _chat_request(data, messages, data.get("max_tokens"), data.get("stop", [])),
+            chat_request(data, data.get("max_tokens"), data.get("stop", [])),
             data["stream"],
             tuple(data.get("fallbacks", [])),
             True,
-            data.get("metadata", {}),
+            data.get("metadata") or {},
         )
 
     @staticmethod
@@ -184,6 +300,8 @@ class PulseDialect(Dialect):
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
             "total_tokens": usage.total_tokens,
+            "cached_input_tokens": usage.cached_input_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
         }
 
     @classmethod
@@ -192,99 +310,48 @@ class PulseDialect(Dialect):
             "id": answered.request_id,
             "model": answered.model,
             "provider": answered.provider,
-            "message": {"role": "assistant", "content": result.content},
+            "message": answer_message(result.content, result.tool_calls),
             "finish_reason": result.finish_reason,
             "usage": cls.usage(usage),
             "cost_usd": usd_text(cost_usd),
         }
 
-    # Stream: `event: delta` frames, then one `event: done` (or `event: error`).
-    @classmethod
-    def stream_delta(cls, delta: ChatDelta, answered: Answered, include_usage: bool) -> bytes:
-        return sse({"delta": delta.content}, "delta") if delta.content else b""
-
-    @classmethod
-    def stream_end(
-        cls, finish_reason: str, usage: Usage, cost_usd: Decimal, answered: Answered, include_usage: bool
-    ) -> bytes:
-        return sse(
-            {
-                "id": answered.request_id,
-                "model": answered.model,
-                "provider": answered.provider,
-                "finish_reason": finish_reason,
-                "usage": cls.usage(usage),
-                "cost_usd": usd_text(cost_usd),
-            },
-            "done",
-        )
-
-    @classmethod
-    def stream_error(cls, error: ApiError) -> bytes:
-        return sse(error.body(), "error")
-
 
 # ---------------------------------------------------------------- OpenAI dialect
-class OpenAIContent(serializers.Field):
-    """A message's content: a string, or a list of text parts (the only kind Pulse routes today)."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if isinstance(data, str):
-            return data
-        if isinstance(data, list) and all(isinstance(p, dict) for p in data):
-            if any(p.get("type") != "text" or not isinstance(p.get("text"), str) for p in data):
-                raise serializers.ValidationError("only text content parts are supported")
-            return "".join(p["text"] for p in data)
-        raise serializers.ValidationError("must be a string or a list of text parts")
-
-    def to_representation(self, value: str) -> str:
-        return value
-
-
-class OpenAIMessage(serializers.Serializer):
-    role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant"])
-    content = OpenAIContent()
-
-
 class StreamOptions(serializers.Serializer):
     include_usage = serializers.BooleanField(required=False, default=False)
 
 
-class ChatCompletionsRequest(HotPathSerializer):
-    model = serializers.CharField(max_length=200)
-    messages = OpenAIMessage(many=True, allow_empty=False)
-    max_tokens = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+class ChatCompletionsRequest(ChatRequestFields):
     max_completion_tokens = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    temperature = _temperature()
-    top_p = _top_p()
     stop = serializers.JSONField(required=False, allow_null=True)
-    n = serializers.IntegerField(min_value=1, max_value=1, required=False, allow_null=True)
-    stream = serializers.BooleanField(required=False, default=False)
+    n = serializers.IntegerField(min_value=1, max_value=16, required=False, allow_null=True)
+    logprobs = serializers.BooleanField(required=False, allow_null=True)
+    top_logprobs = serializers.IntegerField(min_value=0, max_value=20, required=False, allow_null=True)
     stream_options = StreamOptions(required=False, allow_null=True)
-    user = serializers.CharField(required=False, allow_blank=True)
-    metadata = serializers.DictField(required=False, allow_null=True)
 
-    # Features Pulse cannot honour yet are refused rather than silently ignored.
-    UNSUPPORTED = (
-        "tools",
-        "tool_choice",
+    # Features Pulse cannot honour are refused rather than silently ignored.
+    UNSUPPORTED: ClassVar[tuple[str, ...]] = (
         "functions",
         "function_call",
-        "response_format",
-        "logprobs",
+        "logit_bias",
         "audio",
         "modalities",
         "prediction",
+        "web_search_options",
     )
+    IGNORED = ChatRequestFields.IGNORED | {"verbosity"}
 
     def validate(self, attrs: dict) -> dict:
         for name in self.UNSUPPORTED:
             if self.initial_data.get(name) not in (None, False):
-                raise serializers.ValidationError({name: "is not supported by this gateway yet"})
+                raise serializers.ValidationError({name: "is not supported by this gateway"})
+        attrs = super().validate(attrs)
+        if (attrs.get("n") or 1) > 1 and attrs.get("stream"):
+            raise serializers.ValidationError({"n": "more than one choice cannot be streamed through Pulse"})
+        if attrs.get("top_logprobs") is not None and not attrs.get("logprobs"):
+            raise serializers.ValidationError({"top_logprobs": "needs logprobs: true"})
         return attrs
-
-    def validate_messages(self, messages: list[dict]) -> list[dict]:
-        return _require_a_turn(messages)
 
     def validate_stop(self, stop: Any) -> list[str]:
         stops = [stop] if isinstance(stop, str) else (stop or [])
@@ -293,23 +360,60 @@ class ChatCompletionsRequest(HotPathSerializer):
         return stops
 
 
+class OpenAIStream(StreamRenderer):
+    """`data:` chunks, the first with the role; `data: [DONE]` at the end (usage just before, if asked)."""
+
+    def _envelope(self) -> dict[str, Any]:
+        return OpenAIDialect.envelope(self.answered, "chat.completion.chunk")
+
+    def _chunk(self, delta: dict, finish_reason: str | None, logprobs: Any = None) -> bytes:
+        chunk = {
+            **self._envelope(),
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
+        }
+        if self.include_usage:
+            chunk["usage"] = None
+        return sse(chunk)
+
+    def start(self) -> bytes:
+        return self._chunk({"role": "assistant", "content": ""}, None)
+
+    def delta(self, delta: ChatDelta) -> bytes:
+        piece: dict[str, Any] = {}
+        if delta.content:
+            piece["content"] = delta.content
+        if delta.tool_calls:
+            piece["tool_calls"] = [tool_delta_json(call) for call in delta.tool_calls]
+        return self._chunk(piece, None, delta.logprobs) if piece or delta.logprobs else b""
+
+    def end(self, finish_reason: str, usage: Usage, cost_usd: Decimal) -> bytes:
+        end = self._chunk({}, finish_reason)
+        if self.include_usage:
+            end += sse({**self._envelope(), "choices": [], "usage": OpenAIDialect.usage(usage)})
+        return end + sse("[DONE]")
+
+    def error(self, error: ApiError) -> bytes:
+        # A data payload with an "error" key: the OpenAI SDKs raise it as an APIError.
+        return sse(error.body())
+
+
 class OpenAIDialect(Dialect):
+    renderer = OpenAIStream
+
     @staticmethod
     def parse(payload: Any) -> ChatCall:
         data = validated(ChatCompletionsRequest(data=payload))
-        messages = [
-            ChatMessage("system" if m["role"] == "developer" else m["role"], m["content"]) for m in data["messages"]
-        ]
         max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
         include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-        return ChatCall(
-            data["model"],
-            _chat_request(data, messages, max_tokens, data.get("stop") or []),
-            data["stream"],
-            (),
-            include_usage,
-            data.get("metadata") or {},
+        request = chat_request(
+            data,
+            max_tokens,
+            data.get("stop") or [],
+            n=data.get("n") or 1,
+            logprobs=bool(data.get("logprobs")),
+            top_logprobs=data.get("top_logprobs"),
         )
+        return ChatCall(data["model"], request, data["stream"], (), include_usage, data.get("metadata") or {})
 
     @staticmethod
     def usage(usage: Usage) -> dict:
@@ -322,7 +426,7 @@ class OpenAIDialect(Dialect):
         }
 
     @staticmethod
-    def _envelope(answered: Answered, obj: str) -> dict:
+    def envelope(answered: Answered, obj: str) -> dict:
         return {
             "id": f"chatcmpl-{answered.request_id}",
             "object": obj,
@@ -330,46 +434,19 @@ class OpenAIDialect(Dialect):
             "model": answered.model,
         }
 
+    @staticmethod
+    def choice(index: int, content: str, finish_reason: str, tool_calls: tuple[ToolCall, ...], logprobs: Any) -> dict:
+        message = answer_message(content, tool_calls) | {"refusal": None}
+        return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}
+
     @classmethod
     def answer(cls, result: ChatResult, usage: Usage, answered: Answered, cost_usd: Decimal) -> dict[str, Any]:
-        message = {"role": "assistant", "content": result.content, "refusal": None}
-        return {
-            **cls._envelope(answered, "chat.completion"),
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": result.finish_reason}],
-            "usage": cls.usage(usage),
-        }
-
-    @classmethod
-    def _chunk(cls, answered: Answered, delta: dict, finish_reason: str | None, include_usage: bool) -> bytes:
-        chunk = {
-            **cls._envelope(answered, "chat.completion.chunk"),
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-        }
-        if include_usage:
-            chunk["usage"] = None
-        return sse(chunk)
-
-    @classmethod
-    def stream_start(cls, answered: Answered, include_usage: bool) -> bytes:
-        return cls._chunk(answered, {"role": "assistant", "content": ""}, None, include_usage)
-
-    @classmethod
-    def stream_delta(cls, delta: ChatDelta, answered: Answered, include_usage: bool) -> bytes:
-        return cls._chunk(answered, {"content": delta.content}, None, include_usage) if delta.content else b""
-
-    @classmethod
-    def stream_end(
-        cls, finish_reason: str, usage: Usage, cost_usd: Decimal, answered: Answered, include_usage: bool
-    ) -> bytes:
-        end = cls._chunk(answered, {}, finish_reason, include_usage)
-        if include_usage:
-            end += sse({**cls._envelope(answered, "chat.completion.chunk"), "choices": [], "usage": cls.usage(usage)})
-        return end + sse("[DONE]")
-
-    @classmethod
-    def stream_error(cls, error: ApiError) -> bytes:
-        # A data payload with an "error" key: the OpenAI SDKs raise it as an APIError.
-        return sse(error.body())
+        first = cls.choice(0, result.content, result.finish_reason, result.tool_calls, result.logprobs)
+        more = [
+            cls.choice(index, c.content, c.finish_reason, c.tool_calls, c.logprobs)
+            for index, c in enumerate(result.more_choices, start=1)
+        ]
+        return {**cls.envelope(answered, "chat.completion"), "choices": [first, *more], "usage": cls.usage(usage)}
 
 
 def now_created() -> int:

@@ -27,7 +27,7 @@ from django.conf import settings
 
 from billing.pricing import usd_text
 from core.observability import REQUEST_ID_HEADER, bind_request_id, new_request_id, observe_request, response_request_id
-from gateway.chat_formats import Answered, ChatCall, Dialect, OpenAIDialect, PulseDialect, now_created
+from gateway.chat_formats import Answered, ChatCall, Dialect, OpenAIDialect, PulseDialect, StreamRenderer, now_created
 from gateway.errors import ApiError, InvalidRequest, as_api_error
 from gateway.pipeline import (
     ChatCompletion,
@@ -180,6 +180,7 @@ class ChatConsumer(JsonApiConsumer):
 
     dialect: ClassVar[type[Dialect]] = PulseDialect
     path = "/v1/chat/complete"
+    renderer: StreamRenderer | None = None  # the stream's, once it started
 
     async def _handle(self, body: bytes) -> int:
         self._require_post()
@@ -214,31 +215,29 @@ class ChatConsumer(JsonApiConsumer):
         return _headers(headers)
 
     async def _send_error(self, error: ApiError) -> None:
-        if self.response_started:
-            await self.send_body(self.dialect.stream_error(error), more_body=False)
+        if self.response_started and self.renderer is not None:
+            await self.send_body(self.renderer.error(error), more_body=False)
             return
-        await super()._send_error(error)
+        await self._send_json(error.status, self.dialect.error_body(error), error.headers)
 
     # --- streaming --------------------------------------------------------------
     async def _stream(self, call: ChatCall, stream: MeteredStream) -> int:
-        answered = self._answered(call, stream.candidate)
+        renderer = self.renderer = self.dialect.renderer(self._answered(call, stream.candidate), call.include_usage)
         headers = self._response_headers(SSE, stream.candidate) + [
             (b"Cache-Control", b"no-cache"),
             (b"X-Accel-Buffering", b"no"),
         ]
-        dialect, include_usage = self.dialect, call.include_usage
         await self.send_headers(status=200, headers=headers)
         self.response_started = True
-        await self.send_body(dialect.stream_start(answered, include_usage), more_body=True)
+        await self.send_body(renderer.start(), more_body=True)
         try:
             async for delta in stream:
-                if chunk := dialect.stream_delta(delta, answered, include_usage):
+                if chunk := renderer.delta(delta):
                     await self.send_body(chunk, more_body=True)
         except StreamInterrupted as error:  # bytes already went out: no fallback, a last error event
-            await self.send_body(dialect.stream_error(error), more_body=False)
+            await self.send_body(renderer.error(error), more_body=False)
             return 200
-        end = dialect.stream_end(stream.finish_reason, stream.usage, stream.cost_usd, answered, include_usage)
-        await self.send_body(end, more_body=False)
+        await self.send_body(renderer.end(stream.finish_reason, stream.usage, stream.cost_usd), more_body=False)
         return 200
 
 

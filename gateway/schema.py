@@ -13,7 +13,8 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from gateway.chat_formats import ChatCompleteRequest, ChatCompleteResponse, ChatCompletionsRequest, OpenAIContent
+from gateway.chat_formats import ChatCompleteRequest, ChatCompleteResponse, ChatCompletionsRequest
+from gateway.chat_parts import Messages, ResponseFormatField, ToolChoiceField, Tools
 from gateway.consumers import ChatCompletionsConsumer, ChatConsumer
 from gateway.jobs.consumers import ImageGenerateConsumer, VideoGenerateConsumer
 from gateway.jobs.requests import ImageGenerateRequest, VideoGenerateRequest
@@ -28,17 +29,92 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
         return build_bearer_security_scheme_object(header_name="Authorization", token_prefix="Bearer")
 
 
+TEXT_PART = {"type": "object", "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}}}
+IMAGE_PART = {
+    "type": "object",
+    "properties": {
+        "type": {"enum": ["image_url"]},
+        "image_url": {
+            "type": "object",
+            "properties": {
+                "url": {"type": "string", "description": "https URL or data:image/...;base64,"},
+                "detail": {"enum": ["auto", "low", "high"]},
+            },
+        },
+    },
+}
+TOOL_CALL = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"enum": ["function"]},
+        "function": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "arguments": {"type": "string", "description": "JSON text"}},
+        },
+    },
+}
+extend_schema_field(
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
+                "content": {
+                    "oneOf": [
+                        {"type": "string"},
+                        {"type": "array", "items": {"oneOf": [TEXT_PART, IMAGE_PART]}},
+                    ],
+                    "nullable": True,
+                },
+                "tool_calls": {"type": "array", "items": TOOL_CALL, "description": "assistant messages"},
+                "tool_call_id": {"type": "string", "description": "tool messages: the call answered"},
+            },
+            "required": ["role"],
+        },
+    }
+)(Messages)
+extend_schema_field(
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "type": {"enum": ["function"]},
+                "function": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "description": {"type": "string"},
+                        "parameters": {"type": "object", "description": "JSON Schema"},
+                        "strict": {"type": "boolean"},
+                    },
+                },
+            },
+        },
+    }
+)(Tools)
 extend_schema_field(
     {
         "oneOf": [
-            {"type": "string"},
-            {
-                "type": "array",
-                "items": {"type": "object", "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}}},
-            },
+            {"enum": ["auto", "none", "required"]},
+            {"type": "object", "properties": {"type": {"enum": ["function"]}, "function": {"type": "object"}}},
         ]
     }
-)(OpenAIContent)
+)(ToolChoiceField)
+extend_schema_field(
+    {
+        "type": "object",
+        "properties": {
+            "type": {"enum": ["text", "json_object", "json_schema"]},
+            "json_schema": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "schema": {"type": "object"}, "strict": {"type": "boolean"}},
+            },
+        },
+    }
+)(ResponseFormatField)
 
 ERROR = inline_serializer(
     "Error",

@@ -91,7 +91,22 @@ def plan_candidates(operation: Operation[Any], table: RoutingTable) -> list[Cand
         raise ApiError(
             f"No enabled provider serves {model!r}.", status=503, type="api_error", code="provider_unavailable"
         )
-    return candidates
+    return able_candidates(operation, candidates)
+
+
+def able_candidates(operation: Operation[Any], candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates whose provider can do everything the request asks (a fallback that cannot is
+    skipped); when none can, the client's error names the first field the first candidate cannot honour."""
+    refusals = [operation.unsupported(candidate) for candidate in candidates]
+    able = [candidate for candidate, refusal in zip(candidates, refusals, strict=True) if refusal is None]
+    if able:
+        return able
+    first = refusals[0]
+    assert first is not None
+    provider = candidates[0].provider.name
+    raise InvalidRequest(
+        f"{first.param}: {first.message} (provider {provider})", code="unsupported_parameter", param=first.param
+    )
 
 
 def refusal_error(provider: str) -> ApiError:

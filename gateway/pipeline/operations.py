@@ -10,6 +10,7 @@ seconds are billed when the job ends rather than when the call returns).
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from providers.clients.base import (
     CONTENT_FILTER,
     UNSUPPORTED_CAPABILITY,
     ChatDelta,
+    ChatMessage,
     ChatRequest,
     ChatResult,
     ImageRequest,
@@ -38,6 +40,8 @@ from providers.clients.base import (
     MediaOutput,
     ProviderConfig,
     ProviderError,
+    Tool,
+    Unsupported,
     Usage,
     VideoOperation,
     VideoRequest,
@@ -70,6 +74,10 @@ class Operation(ABC, Generic[R]):
     async def call(self, candidate: Candidate) -> R:
         """Ask the candidate's provider; any failure is a ProviderError."""
 
+    def unsupported(self, candidate: Candidate) -> Unsupported | None:
+        """The first thing in the request this candidate's provider cannot honour (None: it can do it all)."""
+        return None
+
     def refused(self, result: R) -> bool:
         """Whether the provider declined the prompt (content policy) in an otherwise normal answer."""
         return False
@@ -98,6 +106,28 @@ class Operation(ABC, Generic[R]):
 
 
 # --------------------------------------------------------------------------- chat
+# The most input tokens one image in a chat message costs at any provider Pulse routes to (OpenAI's
+# high detail tops out near 1,500 for gpt-4o and 2,500 for the patch-based models, Anthropic's near
+# 1,600, Gemini 3's high media resolution at 1,120): what the budget holds per image.
+IMAGE_TOKENS_AT_MOST = 2_500
+
+
+def message_bytes(message: ChatMessage) -> int:
+    calls = sum(len(call.name) + len(call.arguments.encode()) for call in message.tool_calls)
+    return len(message.content.encode()) + calls
+
+
+def tool_bytes(tool: Tool) -> int:
+    return len(tool.name) + len(tool.description.encode()) + len(json.dumps(tool.parameters or {}).encode())
+
+
+def with_text(message: ChatMessage, text: str) -> ChatMessage:
+    """The message with its text replaced (moderation's redaction), its images kept, before the text."""
+    if not message.parts:
+        return replace(message, content=text)
+    return replace(message, content=text, parts=(*message.images, text))
+
+
 @lru_cache(maxsize=64)
 def _message_params(count: int) -> tuple[str, ...]:
     return tuple(f"messages.{index}.content" for index in range(count))
@@ -126,7 +156,7 @@ class ChatOperation(Operation[R]):
         if [message.content for message in messages] == texts:
             return self
         redacted = tuple(
-            replace(message, content=text) if text != message.content else message
+            with_text(message, text) if text != message.content else message
             for message, text in zip(messages, texts, strict=True)
         )
         return replace(self, chat=replace(self.chat, request=replace(self.chat.request, messages=redacted)))
@@ -139,20 +169,25 @@ class ChatOperation(Operation[R]):
             return request
         return replace(request, max_tokens=candidate.route.default_max_tokens)
 
+    def unsupported(self, candidate: Candidate) -> Unsupported | None:
+        client = client_for(candidate.provider)
+        return client.unsupported_param(self.request_for(candidate), model=candidate.upstream_model)
+
     def worst_case(self, candidate: Candidate) -> Usage:
         # UTF-8 bytes, not characters: an emoji or a rare CJK character can be several tokens, but no
-        # tokenizer makes more tokens than bytes.
-        messages = self.chat.request.messages
-        prompt_bytes = sum(len(m.content.encode()) for m in messages)
-        max_tokens = self.chat.request.max_tokens or candidate.route.default_max_tokens
-        input_tokens, output_tokens = worst_case_tokens(prompt_bytes, max_tokens, len(messages))
-        return dearest_chat_usage(input_tokens, output_tokens, candidate.route.prices)
+        # tokenizer makes more tokens than bytes. Tool definitions and calls are prompt text too.
+        request = self.chat.request
+        prompt_bytes = sum(message_bytes(m) for m in request.messages) + sum(tool_bytes(t) for t in request.tools)
+        max_tokens = request.max_tokens or candidate.route.default_max_tokens
+        input_tokens, output_tokens = worst_case_tokens(prompt_bytes, max_tokens * request.n, len(request.messages))
+        images = sum(len(m.images) for m in request.messages)
+        return dearest_chat_usage(input_tokens + images * IMAGE_TOKENS_AT_MOST, output_tokens, candidate.route.prices)
 
     def estimate(self, output_chars: int, known: Usage | None = None) -> Usage:
         output_tokens = estimate_tokens(output_chars)
         if known is not None and known.input_tokens:  # the prompt as the provider counted it, before a cut
             return replace(known, output_tokens=max(known.output_tokens, output_tokens), estimated=True)
-        prompt_chars = sum(len(m.content) for m in self.chat.request.messages)
+        prompt_chars = sum(message_bytes(m) for m in self.chat.request.messages)
         return Usage(estimate_tokens(prompt_chars), output_tokens, estimated=True)
 
 
@@ -214,7 +249,7 @@ class ChatStreaming(ChatOperation[OpenedStream]):
     def usage_of(self, result: OpenedStream) -> Usage:
         # Billed here only when a stream is refused at its start; a stream that runs is metered as it
         # ends (gateway.pipeline.run.MeteredStream).
-        return self.usage_billed(result.first.usage, len(result.first.content))
+        return self.usage_billed(result.first.usage, result.first.produced_chars())
 
 
 # --------------------------------------------------------------------------- media

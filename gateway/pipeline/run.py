@@ -175,7 +175,7 @@ class MeteredStream:
             delta, self._first = self._first, None
         else:
             delta = await self._next_from_provider()
-        self._chars += len(delta.content)
+        self._chars += delta.produced_chars()
         self.finish_reason = delta.finish_reason or self.finish_reason
         self._reported = delta.usage or self._reported
         return delta

@@ -26,7 +26,13 @@ def test_chat_complete_answers_through_each_provider(gateway, live_key, fake_pro
     assert body["provider"] == provider and body["model"] == MODELS[provider]
     assert body["message"] == {"role": "assistant", "content": "Hello there friend"}
     assert body["finish_reason"] == "stop"
-    assert body["usage"] == {"input_tokens": 1200, "output_tokens": 300, "total_tokens": 1500}
+    assert body["usage"] == {
+        "input_tokens": 1200,
+        "output_tokens": 300,
+        "total_tokens": 1500,
+        "cached_input_tokens": 0,
+        "reasoning_tokens": 0,
+    }
     route = ModelRoute.objects.get(name=MODELS[provider])
     expected = (1200 * route.input_usd_per_mtok + 300 * route.output_usd_per_mtok) / 1_000_000
     assert Decimal(body["cost_usd"]) == expected
@@ -69,7 +75,13 @@ def test_chat_complete_streams_deltas_then_done_with_usage(gateway, live_key, fa
     assert len(deltas) >= 2 and "".join(deltas) == "one two three four"
     assert events[-1][0] == "done"
     done = json.loads(events[-1][1])
-    assert done["usage"] == {"input_tokens": 7, "output_tokens": 4, "total_tokens": 11}
+    assert done["usage"] == {
+        "input_tokens": 7,
+        "output_tokens": 4,
+        "total_tokens": 11,
+        "cached_input_tokens": 0,
+        "reasoning_tokens": 0,
+    }
     assert done["finish_reason"] == "stop" and done["provider"] == provider
     assert Decimal(done["cost_usd"]) > 0
 

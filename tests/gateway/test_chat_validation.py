@@ -5,6 +5,21 @@ import pytest
 
 from tests.helpers import MESSAGES, post
 
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def image_part(url: str) -> dict:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def force(name: str) -> dict:
+    return {"type": "function", "function": {"name": name}}
+
+
+def call(call_id: str, arguments: str) -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -48,10 +63,58 @@ def test_bad_chat_complete_requests(gateway, live_key, fake_providers, body, sta
     [
         (
             {"model": "gpt-4o", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-            "messages.0.content",
+            "messages.0.content.0.image_url.url",
         ),
-        ({"model": "gpt-4o", "messages": MESSAGES, "tools": [{"type": "function"}]}, "tools"),
-        ({"model": "gpt-4o", "messages": MESSAGES, "n": 2}, "n"),
+        (
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+            "messages.0.content.0.type",
+        ),
+        (
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": [image_part("data:image/png;base64,@@")]}]},
+            "messages.0.content.0.image_url.url",
+        ),
+        (
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": [image_part("data:text/html;base64,AA==")]}]},
+            "messages.0.content.0.image_url.url",
+        ),
+        (
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": [image_part("file:///etc/passwd")]}]},
+            "messages.0.content.0.image_url.url",
+        ),
+        ({"model": "gpt-4o", "messages": MESSAGES, "tools": [{"type": "function"}]}, "tools.0.function"),
+        (
+            {"model": "gpt-4o", "messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "a b"}}]},
+            "tools.0.function.name",
+        ),
+        ({"model": "gpt-4o", "messages": MESSAGES, "tool_choice": "required"}, "tool_choice"),
+        (
+            {"model": "gpt-4o", "messages": MESSAGES, "tools": [TOOL], "tool_choice": force("nope")},
+            "tool_choice.function.name",
+        ),
+        (
+            {"model": "gpt-4o", "messages": [*MESSAGES, {"role": "tool", "tool_call_id": "call_x", "content": "1"}]},
+            "messages.2.tool_call_id",
+        ),
+        (
+            {
+                "model": "gpt-4o",
+                "messages": [
+                    *MESSAGES,
+                    {"role": "assistant", "tool_calls": [call("call_1", "[1]")]},
+                ],
+            },
+            "messages.2.tool_calls.0.function.arguments",
+        ),
+        ({"model": "gpt-4o", "messages": MESSAGES, "response_format": {"type": "yaml"}}, "response_format.type"),
+        (
+            {"model": "gpt-4o", "messages": MESSAGES, "response_format": {"type": "json_schema", "json_schema": {}}},
+            "response_format.json_schema.name",
+        ),
+        ({"model": "gpt-4o", "messages": MESSAGES, "n": 2, "stream": True}, "n"),
+        ({"model": "gpt-4o", "messages": MESSAGES, "top_logprobs": 2}, "top_logprobs"),
+        ({"model": "gpt-4o", "messages": MESSAGES, "reasoning_effort": "extreme"}, "reasoning_effort"),
+        ({"model": "gpt-4o", "messages": MESSAGES, "temprature": 0.2}, "temprature"),
+        ({"model": "gpt-4o", "messages": MESSAGES, "functions": [{"name": "f"}]}, "functions"),
         ({"model": "gpt-4o", "messages": MESSAGES, "stop": [1, 2]}, "stop"),
     ],
 )
