@@ -2,7 +2,8 @@
 
 The assistant role is "model", system text is `systemInstruction`, sampling settings
 live in `generationConfig`, and a stream has no end marker: only a finishReason tells
-a finished stream from a cut one.
+a finished stream from a cut one. The chat translation (function calls, images, structured
+output, thinking, thought signatures) is in gemini_chat.py.
 
 Nano Banana (the gemini-*-image models) answers on the same generateContent, one image per
 call, as base64 `inlineData` parts. Veo is a long-running operation: `:predictLongRunning`
@@ -24,8 +25,6 @@ from typing import Any, NamedTuple
 from core.errors import CONTENT_POLICY_VIOLATION
 from providers.clients.base import (
     CONTENT_FILTER,
-    LENGTH,
-    STOP,
     ChatDelta,
     ChatRequest,
     ChatResult,
@@ -35,10 +34,23 @@ from providers.clients.base import (
     InputImage,
     MediaOutput,
     ProviderError,
+    Unsupported,
     Usage,
     VideoOperation,
     VideoRequest,
     VideoSpec,
+)
+from providers.clients.gemini_chat import (
+    FINISH_REASONS,
+    calls_finish,
+    count_tokens_body,
+    gemini_usage,
+    images_fetched,
+    request_body,
+    response_result,
+    stream_piece,
+    total_tokens,
+    unsupported_param,
 )
 from providers.clients.http_client import (
     STATUS_CODES,
@@ -48,16 +60,7 @@ from providers.clients.http_client import (
     seconds,
     set_fields,
 )
-
-# Anything else (OTHER, MALFORMED_FUNCTION_CALL, ...) still ended the answer: STOP.
-FINISH_REASONS = {
-    "STOP": STOP,
-    "MAX_TOKENS": LENGTH,
-    **dict.fromkeys(
-        ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"), CONTENT_FILTER
-    ),
-}
-
+from providers.clients.remote_images import ImageFetchError
 
 # ---- Nano Banana: the gemini-*-image models on generateContent ----------------------------
 # gemini-3-pro-image-preview answers images the same way (the google-genai README's image example).
@@ -89,47 +92,6 @@ VIDEO_SPECS = {
 RPC_STATUSES = {3: 400, 4: 504, 5: 404, 7: 403, 8: 429, 9: 400, 11: 400, 13: 500, 14: 503, 16: 401}
 # RESOURCE_EXHAUSTED and UNAVAILABLE: the model was busy, so another candidate may make the video.
 RPC_RETRYABLE = frozenset({8, 14})
-
-
-def gemini_usage(metadata: dict[str, Any] | None) -> Usage:
-    """Thinking is billed as output, so it counts in output_tokens too. Proto3 JSON leaves
-    zero counts out: every field may be missing."""
-    if not metadata:
-        return Usage(estimated=True)
-    thoughts = metadata.get("thoughtsTokenCount") or 0
-    return Usage(
-        input_tokens=metadata.get("promptTokenCount") or 0,
-        output_tokens=(metadata.get("candidatesTokenCount") or 0) + thoughts,
-        cached_input_tokens=metadata.get("cachedContentTokenCount") or 0,
-        reasoning_tokens=thoughts,
-    )
-
-
-def finish_reason(value: str | None) -> str:
-    return FINISH_REASONS.get(value or "", STOP)
-
-
-def candidate_text(response: dict[str, Any]) -> tuple[str, str | None]:
-    """Text of candidate 0, without thought summaries, and its finish reason if it has one.
-    A stream chunk may carry no candidate at all (only usage)."""
-    candidates = response.get("candidates") or [{}]
-    candidate = candidates[0]
-    parts = (candidate.get("content") or {}).get("parts") or []
-    text = "".join(part.get("text") or "" for part in parts if not part.get("thought"))
-    return text, candidate.get("finishReason")
-
-
-def response_result(response: dict[str, Any], model: str) -> ChatResult:
-    if not response.get("candidates"):
-        raise KeyError("candidates")
-    text, reason = candidate_text(response)
-    return ChatResult(
-        content=text,
-        finish_reason=finish_reason(reason),
-        usage=gemini_usage(response.get("usageMetadata")),
-        upstream_model=response.get("modelVersion") or model,
-        upstream_id=response.get("responseId"),
-    )
 
 
 def error_details(error: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -233,25 +195,6 @@ class GeminiClient(HttpProviderClient):
     def url(self, model: str, action: str) -> str:
         return self.endpoint(f"/v1beta/models/{bare_model(model)}:{action}")
 
-    @staticmethod
-    def body(request: ChatRequest) -> dict[str, Any]:
-        contents = [
-            {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
-            for m in request.dialogue
-        ]
-        body: dict[str, Any] = {"contents": contents}
-        if request.system_text:
-            body["systemInstruction"] = {"parts": [{"text": request.system_text}]}
-        config = set_fields(
-            temperature=request.temperature,
-            maxOutputTokens=request.max_tokens,
-            topP=request.top_p,
-            stopSequences=list(request.stop),
-        )
-        if config:
-            body["generationConfig"] = config
-        return body
-
     def check_prompt_allowed(self, response: dict[str, Any]) -> None:
         """A blocked prompt is a 200 with promptFeedback.blockReason and no candidates. Another
         provider's filter may differ, but Pulse does not shop a refused prompt around."""
@@ -264,21 +207,36 @@ class GeminiClient(HttpProviderClient):
                 code=CONTENT_POLICY_VIOLATION,
             )
 
+    def unsupported_param(self, request: ChatRequest, *, model: str) -> Unsupported | None:
+        return unsupported_param(request, bare_model(model))
+
+    async def chat_body(self, request: ChatRequest, model: str) -> dict[str, Any]:
+        return request_body(await self.with_image_bytes(request), bare_model(model))
+
+    async def with_image_bytes(self, request: ChatRequest) -> ChatRequest:
+        """Gemini takes images as bytes only: those given by URL are fetched first. A URL that may
+        not be fetched, or gives no image, is the client's mistake: no other provider would do better."""
+        try:
+            return await images_fetched(request)
+        except ImageFetchError as exc:
+            raise self.error(str(exc), retryable=False, status=400, code="invalid_image_url") from exc
+
     async def complete(self, request: ChatRequest, *, model: str) -> ChatResult:
-        response = await self.post_json(self.url(model, "generateContent"), self.body(request))
+        response = await self.post_json(self.url(model, "generateContent"), await self.chat_body(request, model))
         self.check_prompt_allowed(response)
         return self.parse(response_result, response, model)
 
     async def stream(self, request: ChatRequest, *, model: str) -> AsyncGenerator[ChatDelta]:
         url = self.url(model, "streamGenerateContent?alt=sse")
-        reason, metadata = None, None
-        async with aclosing(self.post_events(url, self.body(request))) as events:
+        reason, metadata, calls = None, None, 0
+        async with aclosing(self.post_events(url, await self.chat_body(request, model))) as events:
             async for _event, data in events:
                 chunk = self.decode(data)
                 self.check_prompt_allowed(chunk)
-                text, chunk_reason = self.parse(candidate_text, chunk)
-                if text:
-                    yield ChatDelta(content=text)
+                delta, chunk_reason = self.parse(stream_piece, chunk, calls)
+                if delta.content or delta.reasoning or delta.tool_calls:
+                    yield delta
+                calls += len(delta.tool_calls)
                 reason = chunk_reason or reason
                 # Each chunk's usageMetadata is the running total: keep the last, never add.
                 metadata = chunk.get("usageMetadata") or metadata
@@ -287,7 +245,11 @@ class GeminiClient(HttpProviderClient):
             # The running usageMetadata counts the prompt exactly; the output so far is marked estimated.
             cut.usage = replace(gemini_usage(metadata), estimated=True) if metadata else None
             raise cut
-        yield ChatDelta(finish_reason=finish_reason(reason), usage=self.parse(gemini_usage, metadata))
+        yield ChatDelta(finish_reason=calls_finish(reason, calls > 0), usage=self.parse(gemini_usage, metadata))
+
+    async def count_tokens(self, request: ChatRequest, *, model: str) -> int:
+        body = count_tokens_body(await self.with_image_bytes(request), bare_model(model))
+        return self.parse(total_tokens, await self.post_json(self.url(model, "countTokens"), body))
 
     # ---- Nano Banana images ----------------------------------------------------------
 
