@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from aiohttp import web
 from django.test import override_settings
 
 from core.shutdown import run_shutdown_hooks
 from providers.clients.base import ChatImage
 from providers.clients.remote_images import ImageFetchError, PublicOnlyResolver, checked_url, fetch_image
-from tests.fakes.openai import tiny_png
-from tests.fakes.server import FakeProvider, Received
-
-PNG = tiny_png()
-
-
-class ImageHost(FakeProvider):
-    """A web server with a few images on it (and some things that are not images)."""
-
-    provider = "images"
-
-    def routes(self) -> list[web.RouteDef]:
-        return [web.get("/{name}", self.endpoint(self._serve))]
-
-    def auth_error(self, received: Received) -> web.Response | None:
-        return None
-
-    async def _serve(self, request: web.Request, received: Received, fault: object) -> web.StreamResponse:
-        name = request.match_info["name"]
-        if name == "cat.png":
-            return web.Response(body=PNG, content_type="image/png")
-        if name == "big.png":
-            return web.Response(body=PNG * 200, content_type="image/png")
-        if name == "page.html":
-            return web.Response(text="<html></html>", content_type="text/html")
-        if name == "slow.png":
-            await asyncio.sleep(1)
-            return web.Response(body=PNG, content_type="image/png")
-        if name == "hop.png":
-            raise web.HTTPFound("/cat.png")
-        raise web.HTTPNotFound()
+from tests.fakes.images import PNG, ImageHost
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +27,7 @@ async def _close_loop_resources() -> AsyncIterator[None]:
 
 
 def url(host: ImageHost, name: str) -> ChatImage:
-    return ChatImage(url=f"{host.base_url}/{name}")
+    return ChatImage(url=host.url(name))
 
 
 @pytest.mark.asyncio
