@@ -8,6 +8,12 @@ accepted), the assistant role is "model", and a bad key is a 400 (not a 401) wit
 reason API_KEY_INVALID. Stream events are separated by "\\r\\n\\r\\n", so a client
 that only splits on "\\n\\n" fails here. Zero token counts are omitted, as proto3
 JSON does: clients must default a missing `candidatesTokenCount` to 0.
+
+Chat is checked as strictly: tools and toolConfig, function call and response turns (a response
+answers a call of the turn before it, by name), inlineData, response formats, candidateCount,
+thinkingConfig ranges per model, and what each model refuses. A scripted tool call is answered as a
+functionCall part; a gemini-3* model signs the first with a thoughtSignature and refuses a request
+whose current turn brings a call back without it. `:countTokens` counts what generateContent would.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import base64
 import binascii
 import json
 import re
+import secrets
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +58,7 @@ PART_DATA = {
     "codeExecutionResult",
 }
 # fmt: on
-PART_FIELDS = PART_DATA | {"thought", "thoughtSignature", "videoMetadata", "partMetadata"}
+PART_FIELDS = PART_DATA | {"thought", "thoughtSignature", "videoMetadata", "partMetadata", "mediaResolution"}
 # A candidate that ends for one of these reasons carries no content at all.
 NO_CONTENT = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 ERRORS = {
@@ -78,6 +85,55 @@ INPUT_IMAGE_TOKENS = 258  # prompt tokens Gemini counts for a small input image
 PNG_PIXEL = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
+
+# ---- chat: what the API checks ----------------------------------------------------------------
+# Field names and the function name rule are the google-genai SDK's (types.py and its Gemini API
+# converters). The 400s quoted from the API itself come from issue threads: the function call and
+# response turn rules, the missing thought signature, penalties, candidates and logprobs per model,
+# the thinking budget ranges; the others are marked "wording unverified".
+# fmt: off
+TOOL_FIELDS = {
+    "functionDeclarations", "googleSearch", "googleSearchRetrieval", "codeExecution", "urlContext",
+    "fileSearch", "googleMaps", "computerUse",
+}
+DECLARATION_FIELDS = {
+    "name", "description", "parameters", "parametersJsonSchema", "response", "responseJsonSchema", "behavior",
+}
+# What `parameters` (the Schema message, an OpenAPI subset) has; JSON Schema's other keywords are unknown.
+SCHEMA_FIELDS = {
+    "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems", "properties",
+    "required", "minProperties", "maxProperties", "minLength", "maxLength", "pattern", "example", "anyOf",
+    "propertyOrdering", "default", "items", "minimum", "maximum", "additionalProperties", "defs", "ref",
+}
+# fmt: on
+SCHEMA_TYPES = {"TYPE_UNSPECIFIED", "STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
+FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
+CALLING_MODES = {"MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED"}
+RESPONSE_MIME_TYPES = {"text/plain", "application/json", "application/xml", "application/yaml", "text/x.enum"}
+SCHEMA_MIME_TYPES = {"application/json", "text/x.enum"}
+# The image types the Gemini docs list (GIF is not one), and the other documented inline media.
+INLINE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif", "application/pdf", "text/plain"}
+INLINE_PREFIXES = ("audio/", "video/")
+MAX_CANDIDATES = 8  # Gemini 2.5; Gemini 3 answers one
+# thinkingBudget per 2.5 model: (least positive budget, most, whether 0 switches thinking off).
+# Longest prefix first.
+THINKING_BUDGETS = (
+    ("gemini-2.5-flash-lite", (512, 24576, True)),
+    ("gemini-2.5-flash", (1, 24576, True)),
+    ("gemini-2.5-pro", (128, 32768, False)),
+)
+THINKING_LEVELS = {"THINKING_LEVEL_UNSPECIFIED", "MINIMAL", "LOW", "MEDIUM", "HIGH", "XHIGH"}
+GEMINI_3_PRO_LEVELS = {"LOW", "HIGH"}
+GEMINI_3_FLASH_LEVELS = {"MINIMAL", "LOW", "MEDIUM", "HIGH"}
+V1BETA = "type.googleapis.com/google.ai.generativelanguage.v1beta"  # where the API's message types live
+# The API's words; the position's numbering is unverified.
+MISSING_SIGNATURE = (
+    "Function call is missing a thought_signature in functionCall parts. This is required for tools to work "
+    "correctly, and missing thought_signature may lead to degraded model performance. Additional data, "
+    "function call `default_api:{name}` , position {position}. Please refer to "
+    "https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+)
+
 SAFETY_RATINGS = [
     {"category": "HARM_CATEGORY_HATE_SPEECH", "probability": "NEGLIGIBLE"},
     {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True},
@@ -115,8 +171,11 @@ def check_fields(obj: dict[str, Any], allowed: set[str], where: str) -> dict[str
     return camel(obj)
 
 
-def check_content(content: Any, where: str) -> list[str]:
-    """Validate one Content; returns its texts."""
+Turn = tuple[str, list[dict[str, Any]]]  # a content's role ("user" when unset) and its parts, camelCased
+
+
+def check_content(content: Any, where: str) -> Turn:
+    """Validate one Content; returns its role and its checked parts."""
     if not isinstance(content, dict):
         raise Invalid(
             f"Invalid value at '{where}' (type.googleapis.com/"
@@ -129,22 +188,105 @@ def check_content(content: Any, where: str) -> list[str]:
     parts = content.get("parts")
     if not isinstance(parts, list) or not parts:
         raise Invalid(f"* GenerateContentRequest.{where}.parts: contents.parts must not be empty.\n")
-    texts = []
-    for i, part in enumerate(parts):
-        here = f"{where}.parts[{i}]"
-        if not isinstance(part, dict):
-            raise Invalid(f"Invalid value at '{here}'", here)
-        part = check_fields(part, PART_FIELDS, here)
-        if not PART_DATA & set(part):
+    return content.get("role") or "user", [check_part(part, f"{where}.parts[{i}]") for i, part in enumerate(parts)]
+
+
+def check_part(part: Any, where: str) -> dict[str, Any]:
+    if not isinstance(part, dict):
+        raise Invalid(f"Invalid value at '{where}'", where)
+    part = check_fields(part, PART_FIELDS, where)
+    data = sorted(PART_DATA & set(part))
+    if not data:
+        raise Invalid(
+            f"* GenerateContentRequest.{where}.data: required oneof field 'data' must have one initialized field\n"
+        )
+    if len(data) > 1:
+        raise Invalid(f"Invalid JSON payload received. Oneof field 'data' is already set. Cannot set '{data[1]}'")
+    if "text" in part and not isinstance(part["text"], str):
+        raise Invalid(f"Invalid value at '{where}.text' (TYPE_STRING), {json.dumps(part['text'])}", f"{where}.text")
+    if "inlineData" in part:
+        check_blob(part["inlineData"], f"{where}.inline_data")
+    if "functionCall" in part:
+        part["functionCall"] = check_function_call(part["functionCall"], f"{where}.function_call")
+    if "functionResponse" in part:
+        part["functionResponse"] = check_function_response(part["functionResponse"], f"{where}.function_response")
+    if "thoughtSignature" in part:
+        check_base64(part["thoughtSignature"], f"{where}.thought_signature")
+    return part
+
+
+def check_struct(value: Any, where: str) -> None:
+    if not isinstance(value, dict):
+        raise Invalid(f"Invalid value at '{where}' (type.googleapis.com/google.protobuf.Struct), {json.dumps(value)}")
+
+
+def check_function_call(call: Any, where: str) -> dict[str, Any]:
+    if not isinstance(call, dict):
+        raise Invalid(f"Invalid value at '{where}'", where)
+    call = check_fields(call, {"id", "name", "args", "partialArgs", "willContinue"}, where)
+    if not isinstance(call.get("name"), str) or not call["name"]:
+        raise Invalid(f"* GenerateContentRequest.{where}.name: Name cannot be empty.\n")  # wording unverified
+    if "args" in call:
+        check_struct(call["args"], f"{where}.args")
+    return call
+
+
+def check_function_response(response: Any, where: str) -> dict[str, Any]:
+    if not isinstance(response, dict):
+        raise Invalid(f"Invalid value at '{where}'", where)
+    response = check_fields(response, {"id", "name", "response", "parts", "willContinue", "scheduling"}, where)
+    if not isinstance(response.get("name"), str) or not response["name"]:
+        raise Invalid(f"* GenerateContentRequest.{where}.name: Name cannot be empty.\n")  # wording unverified
+    check_struct(response.get("response"), f"{where}.response")
+    return response
+
+
+def check_turns(turns: list[Turn]) -> None:
+    """The order the API wants: a function call turn follows a user turn (or a function response
+    turn), and the turn after it answers every one of its calls, by name (messages quoted from the
+    API, except the name's)."""
+    previous_role, previous_calls = "", []
+    for role, parts in turns:
+        calls = [part["functionCall"] for part in parts if "functionCall" in part]
+        responses = [part["functionResponse"] for part in parts if "functionResponse" in part]
+        if calls and (role != "model" or previous_role != "user"):
             raise Invalid(
-                f"* GenerateContentRequest.{here}.data: required oneof field 'data' must have one initialized field\n"
+                "Please ensure that function call turn comes immediately after a user turn or after a "
+                "function response turn."
             )
-        if "text" in part and not isinstance(part["text"], str):
-            raise Invalid(f"Invalid value at '{here}.text' (TYPE_STRING), {json.dumps(part['text'])}", f"{here}.text")
-        if "inlineData" in part:
-            check_blob(part["inlineData"], f"{here}.inline_data")
-        texts.append(part.get("text", ""))
-    return texts
+        if responses:
+            check_responses(role, responses, previous_calls)
+        previous_role, previous_calls = role, calls
+
+
+def check_responses(role: str, responses: list[dict[str, Any]], calls: list[dict[str, Any]]) -> None:
+    if role != "user" or not calls:
+        raise Invalid("Please ensure that function response turn comes immediately after a function call turn.")
+    if len(responses) != len(calls):
+        raise Invalid(
+            "Please ensure that the number of function response parts is equal to the number of function "
+            "call parts of the function call turn."
+        )
+    called = {call["name"] for call in calls}
+    for response in responses:
+        if response["name"] not in called:  # wording unverified
+            raise Invalid(
+                f"Function response {response['name']} does not match any function call of the function call turn."
+            )
+
+
+def current_turn_start(turns: list[Turn]) -> int:
+    """Where the current turn starts: after the last user content that is not a function response."""
+    for index in range(len(turns) - 1, -1, -1):
+        role, parts = turns[index]
+        if role == "user" and not any("functionResponse" in part for part in parts):
+            return index + 1
+    return 0
+
+
+def invalid_value(field: str, proto_type: str, value: Any) -> Invalid:
+    """The API's answer to a value of the wrong type or outside an enum."""
+    return Invalid(f"Invalid value at '{field}' ({proto_type}), {json.dumps(value)}", field)
 
 
 def check_base64(value: Any, where: str) -> bytes:
@@ -155,17 +297,119 @@ def check_base64(value: Any, where: str) -> bytes:
 
 
 def check_blob(blob: Any, where: str) -> None:
-    """An inlineData Blob: a mimeType and base64 data, both required."""
+    """An inlineData Blob: a mimeType the model reads and base64 data, both required."""
     if not isinstance(blob, dict):
         raise Invalid(f"Invalid value at '{where}'", where)
     blob = check_fields(blob, {"mimeType", "data"}, where)
-    if not isinstance(blob.get("mimeType"), str) or not blob["mimeType"]:
+    mime_type = blob.get("mimeType")
+    if not isinstance(mime_type, str) or not mime_type:
         raise Invalid(f"* GenerateContentRequest.{where}.mime_type: required field is not specified\n")
+    if mime_type not in INLINE_TYPES and not mime_type.startswith(INLINE_PREFIXES):
+        raise Invalid(f"Unsupported MIME type: {mime_type}")  # wording unverified
     if not check_base64(blob.get("data"), f"{where}.data"):
         raise Invalid(f"* GenerateContentRequest.{where}.data: required field is not specified\n")
 
 
-def check_config(config: Any) -> dict[str, Any]:
+def check_tools(tools: Any) -> frozenset[str]:
+    """Validate `tools`; returns the declared function names."""
+    if tools is None:
+        return frozenset()
+    if not isinstance(tools, list):
+        raise Invalid("Invalid value at 'tools'", "tools")
+    names: list[str] = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise Invalid(f"Invalid value at 'tools[{i}]'", f"tools[{i}]")
+        declarations = check_fields(tool, TOOL_FIELDS, f"tools[{i}]").get("functionDeclarations") or []
+        if not isinstance(declarations, list):
+            raise Invalid(f"Invalid value at 'tools[{i}].function_declarations'", f"tools[{i}].function_declarations")
+        names += [check_declaration(d, f"tools[{i}].function_declarations[{j}]") for j, d in enumerate(declarations)]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise Invalid(f"Duplicate function declaration found: {duplicates[0]}")  # wording unverified
+    return frozenset(names)
+
+
+def check_declaration(declaration: Any, where: str) -> str:
+    if not isinstance(declaration, dict):
+        raise Invalid(f"Invalid value at '{where}'", where)
+    declaration = check_fields(declaration, DECLARATION_FIELDS, where)
+    name = declaration.get("name")
+    if not isinstance(name, str) or not FUNCTION_NAME.fullmatch(name):
+        # The rule is the SDK's (types.FunctionDeclaration.name); the wording is the API's older one.
+        raise Invalid(
+            f"* GenerateContentRequest.{where}.name: Invalid function name. Must start with a letter or an "
+            "underscore. Must be alphameric (a-z, A-Z, 0-9), underscores (_), dots (.), colons (:) or dashes "
+            "(-), with a maximum length of 128.\n"
+        )
+    if "parameters" in declaration and "parametersJsonSchema" in declaration:  # wording unverified
+        raise Invalid(
+            f"* GenerateContentRequest.{where}: parameters and parameters_json_schema are mutually exclusive\n"
+        )
+    if "parameters" in declaration:
+        check_schema(declaration["parameters"], f"{where}.parameters")
+    if "parametersJsonSchema" in declaration:
+        check_json_schema_object(declaration["parametersJsonSchema"], f"{where}.parameters_json_schema")
+    return name
+
+
+def check_schema(schema: Any, where: str) -> None:
+    """`parameters`: the OpenAPI subset (the Schema message), so JSON Schema keywords outside it,
+    "$schema" say, are unknown fields."""
+    if not isinstance(schema, dict):
+        raise Invalid(f"Invalid value at '{where}'", where)
+    schema = check_fields(schema, SCHEMA_FIELDS, where)
+    kind = schema.get("type")
+    if kind is not None and (not isinstance(kind, str) or kind.upper() not in SCHEMA_TYPES):
+        raise invalid_value(f"{where}.type", f"{V1BETA}.Type", kind)
+    for name, value in (schema.get("properties") or {}).items():
+        check_schema(value, f"{where}.properties[{name}]")
+    if schema.get("items") is not None:
+        check_schema(schema["items"], f"{where}.items")
+    for i, option in enumerate(schema.get("anyOf") or []):
+        check_schema(option, f"{where}.any_of[{i}]")
+
+
+def check_json_schema_object(schema: Any, where: str) -> None:
+    """parametersJsonSchema is free JSON Schema, but must describe an object (the parameters)."""
+    if not isinstance(schema, dict) or schema.get("type", "object") != "object":  # wording unverified
+        raise Invalid(f"* GenerateContentRequest.{where}: the schema must describe an object\n")
+
+
+def check_tool_config(tool_config: Any, functions: frozenset[str]) -> tuple[str, frozenset[str]]:
+    """Validate toolConfig; returns (functionCallingConfig.mode, allowedFunctionNames)."""
+    where = "tool_config.function_calling_config"
+    if tool_config is None:
+        return "AUTO", frozenset()
+    if not isinstance(tool_config, dict):
+        raise Invalid("Invalid value at 'tool_config'", "tool_config")
+    tool_config = check_fields(
+        tool_config, {"functionCallingConfig", "retrievalConfig", "includeServerSideToolInvocations"}, "tool_config"
+    )
+    calling = tool_config.get("functionCallingConfig") or {}
+    if not isinstance(calling, dict):
+        raise Invalid(f"Invalid value at '{where}'", where)
+    calling = check_fields(calling, {"mode", "allowedFunctionNames"}, where)
+    mode = calling.get("mode", "MODE_UNSPECIFIED")
+    if mode not in CALLING_MODES:
+        raise invalid_value(f"{where}.mode", f"{V1BETA}.FunctionCallingConfig.Mode", mode)
+    allowed = calling.get("allowedFunctionNames") or []
+    # Wording unverified for the three below.
+    if mode in ("ANY", "VALIDATED") and not functions:
+        raise Invalid("Function calling config is set without function_declarations.")
+    if allowed and mode not in ("ANY", "VALIDATED"):
+        raise Invalid(
+            f"* GenerateContentRequest.{where}.allowed_function_names: may be set only when mode is ANY or VALIDATED\n"
+        )
+    for name in allowed:
+        if name not in functions:
+            raise Invalid(
+                f"* GenerateContentRequest.{where}.allowed_function_names: {name} is not a declared function\n"
+            )
+    return ("AUTO" if mode == "MODE_UNSPECIFIED" else mode), frozenset(allowed)
+
+
+def check_config(config: Any, model: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise Invalid("Invalid value at 'generation_config'", "generation_config")
     config = check_fields(config, CONFIG_FIELDS, "generation_config")
@@ -174,6 +418,10 @@ def check_config(config: Any) -> dict[str, Any]:
         ("topP", "TYPE_FLOAT"),
         ("maxOutputTokens", "TYPE_INT32"),
         ("topK", "TYPE_INT32"),
+        ("candidateCount", "TYPE_INT32"),
+        ("seed", "TYPE_INT32"),
+        ("presencePenalty", "TYPE_FLOAT"),
+        ("frequencyPenalty", "TYPE_FLOAT"),
     ):
         value = config.get(name)
         if value is None:
@@ -193,7 +441,101 @@ def check_config(config: Any) -> dict[str, Any]:
             raise Invalid(f"Invalid value at '{field}' (type.googleapis.com/Modality), {json.dumps(modality)}", field)
     if config.get("imageConfig") is not None:
         check_image_config(config["imageConfig"])
+    check_response_format(config)
+    check_model_limits(config, model)
+    if config.get("thinkingConfig") is not None:
+        check_thinking(config["thinkingConfig"], model)
     return config
+
+
+def check_response_format(config: dict[str, Any]) -> None:
+    """responseMimeType among the API's; a response schema (either kind, not both) only for JSON or
+    an enum. Wording unverified."""
+    mime_type = config.get("responseMimeType", "text/plain")
+    if mime_type not in RESPONSE_MIME_TYPES:
+        raise Invalid(
+            "* GenerateContentRequest.generation_config.response_mime_type: allowed mimetypes are `text/plain`, "
+            "`application/json`, `application/xml`, `application/yaml` and `text/x.enum`.\n"
+        )
+    schemas = [name for name in ("responseSchema", "responseJsonSchema") if config.get(name) is not None]
+    if len(schemas) > 1:
+        where = "generation_config"
+        raise Invalid(
+            f"* GenerateContentRequest.{where}: response_schema and response_json_schema are mutually exclusive\n"
+        )
+    if schemas and mime_type not in SCHEMA_MIME_TYPES:
+        raise Invalid(
+            "* GenerateContentRequest.generation_config.response_mime_type: must be either `application/json` or "
+            "`text/x.enum` when a response schema is set\n"
+        )
+    if config.get("responseJsonSchema") is not None and not isinstance(config["responseJsonSchema"], dict):
+        raise Invalid("* GenerateContentRequest.generation_config.response_json_schema: must be a JSON Schema object\n")
+
+
+def check_model_limits(config: dict[str, Any], model: str) -> None:
+    """What a model refuses (messages quoted from the API, the candidate range's from Vertex)."""
+    count = config.get("candidateCount", 1)
+    if count > 1 and model.startswith("gemini-3"):
+        raise Invalid("Multiple candidates is not enabled for this model")
+    if not 1 <= count <= MAX_CANDIDATES:
+        raise Invalid(
+            f"Unable to submit request because it has a candidateCount value of {count} but the supported range "
+            f"is from 1 (inclusive) to {MAX_CANDIDATES + 1} (exclusive). Update the value and try again."
+        )
+    penalized = any(config.get(name) for name in ("presencePenalty", "frequencyPenalty"))
+    if penalized and model.startswith(("gemini-2.5", "gemini-3")):
+        raise Invalid(f"Penalty is not enabled for models/{model}")
+    if config.get("responseLogprobs") and model.startswith(("gemini-2.5", "gemini-3")):
+        raise Invalid(f"Logprobs is not enabled for models/{model}")
+
+
+def budget_range(model: str) -> tuple[int, int, bool] | None:
+    return next((limits for prefix, limits in THINKING_BUDGETS if model.startswith(prefix)), None)
+
+
+def check_thinking(thinking: Any, model: str) -> None:
+    where = "generation_config.thinking_config"
+    if not isinstance(thinking, dict):
+        raise Invalid(f"Invalid value at '{where}'", where)
+    thinking = check_fields(thinking, {"includeThoughts", "thinkingBudget", "thinkingLevel"}, where)
+    budget, level = thinking.get("thinkingBudget"), thinking.get("thinkingLevel")
+    if budget is not None and level is not None:  # wording unverified
+        raise Invalid("You can only set one of thinking budget and thinking level.")
+    if budget is not None:
+        check_budget(budget, model)
+    if level is not None:
+        check_level(level, model)
+
+
+def check_budget(budget: Any, model: str) -> None:
+    """Per 2.5 model: -1 (dynamic), 0 where thinking can be switched off, else least..most."""
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        field = "generation_config.thinking_config.thinking_budget"
+        raise Invalid(f"Invalid value at '{field}' (TYPE_INT32), {json.dumps(budget)}", field)
+    limits = budget_range(model)
+    if limits is None or budget == -1:
+        return
+    least, most, can_switch_off = limits
+    if budget == 0 and not can_switch_off:
+        raise Invalid("Budget 0 is invalid. This model only works in thinking mode.")
+    if budget != 0 and not least <= budget <= most:
+        raise Invalid(f"The thinking budget {budget} is invalid. Please choose a value between {least} and {most}.")
+
+
+def check_level(level: Any, model: str) -> None:
+    """Gemini 3 only; Pro has LOW and HIGH, Flash MINIMAL to HIGH. Enum names in either case (the
+    SDK sends "LOW", the REST docs "low"). Wording unverified."""
+    name = level.upper() if isinstance(level, str) else level
+    if name not in THINKING_LEVELS:
+        field = "generation_config.thinking_config.thinking_level"
+        raise invalid_value(field, f"{V1BETA}.ThinkingConfig.ThinkingLevel", level)
+    if not model.startswith("gemini-3"):
+        raise Invalid("Thinking level is not supported for this model.")
+    allowed = GEMINI_3_FLASH_LEVELS if "flash" in model else GEMINI_3_PRO_LEVELS
+    if name not in allowed:
+        raise Invalid(
+            f"Thinking level {level} is not supported for this model. Use one of: {', '.join(sorted(allowed))}."
+        )
 
 
 def check_image_config(image_config: Any) -> None:
@@ -207,8 +549,34 @@ def check_image_config(image_config: Any) -> None:
         raise Invalid(f"* GenerateContentRequest.{where}.aspect_ratio: unsupported aspect ratio {json.dumps(ratio)}\n")
 
 
-def check_request(body: Any) -> tuple[int, int | None]:
-    """Validate a GenerateContentRequest; returns (prompt words, maxOutputTokens)."""
+@dataclass(frozen=True)
+class ChatAsk:
+    """What a checked GenerateContentRequest asks for."""
+
+    prompt_tokens: int  # the fake's count: words of texts, calls and results, INPUT_IMAGE_TOKENS an image
+    max_tokens: int | None
+    functions: frozenset[str]  # declared
+    calling_mode: str  # AUTO | ANY | NONE | VALIDATED
+    allowed: frozenset[str]  # allowedFunctionNames (empty: any declared)
+    candidates: int
+    turns: list[Turn]
+
+    def may_call(self, name: str) -> bool:
+        return name in self.functions and self.calling_mode != "NONE" and (not self.allowed or name in self.allowed)
+
+
+def part_tokens(part: dict[str, Any]) -> int:
+    if "inlineData" in part:
+        return INPUT_IMAGE_TOKENS
+    if "functionCall" in part:
+        return count_words(json.dumps(part["functionCall"].get("args") or {})) + 1
+    if "functionResponse" in part:
+        return count_words(json.dumps(part["functionResponse"]["response"])) + 1
+    return count_words(part.get("text") or "")
+
+
+def check_request(body: Any, model: str) -> ChatAsk:
+    """Validate a GenerateContentRequest for this model (the id from the URL)."""
     if not isinstance(body, dict):
         raise Invalid("Invalid JSON payload received. Unexpected token.")
     body = check_fields(body, REQUEST_FIELDS, "")
@@ -217,12 +585,36 @@ def check_request(body: Any) -> tuple[int, int | None]:
         raise Invalid("* GenerateContentRequest.contents: contents is not specified\n")
     if not isinstance(contents, list):
         raise Invalid("Invalid value at 'contents'", "contents")
-    texts = [t for i, c in enumerate(contents) for t in check_content(c, f"contents[{i}]")]
+    turns = [check_content(c, f"contents[{i}]") for i, c in enumerate(contents)]
+    check_turns(turns)
+    parts = [part for _, turn_parts in turns for part in turn_parts]
     if body.get("systemInstruction") is not None:
-        texts += check_content(body["systemInstruction"], "system_instruction")
-    config = check_config(body.get("generationConfig") or {})
+        parts += check_content(body["systemInstruction"], "system_instruction")[1]
+    functions = check_tools(body.get("tools"))
+    mode, allowed = check_tool_config(body.get("toolConfig"), functions)
+    config = check_config(body.get("generationConfig") or {}, model)
     max_tokens = int(config["maxOutputTokens"]) if config.get("maxOutputTokens") else None
-    return sum(count_words(t) for t in texts), max_tokens
+    prompt = sum(part_tokens(part) for part in parts)
+    return ChatAsk(prompt, max_tokens, functions, mode, allowed, int(config.get("candidateCount", 1)), turns)
+
+
+def check_count_tokens(body: Any) -> dict[str, Any]:
+    """A CountTokensRequest: `contents`, or a whole `generateContentRequest` (with its model), not
+    both; returns the GenerateContentRequest to count. Wording unverified."""
+    if not isinstance(body, dict):
+        raise Invalid("Invalid JSON payload received. Unexpected token.")
+    body = check_fields(body, {"contents", "generateContentRequest"}, "")
+    if "contents" in body and "generateContentRequest" in body:
+        raise Invalid("* CountTokensRequest: contents and generate_content_request are mutually exclusive\n")
+    if "generateContentRequest" not in body:
+        return {"contents": body.get("contents")}
+    request = body["generateContentRequest"]
+    if not isinstance(request, dict):
+        raise Invalid("Invalid value at 'generate_content_request'", "generate_content_request")
+    request = check_fields(request, REQUEST_FIELDS | {"model"}, "generate_content_request")
+    if not str(request.pop("model", "")).startswith("models/"):
+        raise Invalid("* CountTokensRequest.generate_content_request.model: required field is not specified\n")
+    return request
 
 
 NO_COUNTS = TokenCounts()
@@ -243,11 +635,6 @@ def usage(prompt: int, output: int, counts: TokenCounts = NO_COUNTS) -> dict[str
     if counts.reasoning:
         metadata["thoughtsTokenCount"] = counts.reasoning
     return metadata
-
-
-def count_inline_images(body: dict[str, Any]) -> int:
-    contents = camel(body).get("contents") or []
-    return sum(1 for content in contents for part in content["parts"] if "inlineData" in camel(part))
 
 
 def image_parts(body: dict[str, Any], text: str) -> list[dict[str, Any]]:
@@ -424,6 +811,7 @@ class FakeGemini(FakeProvider):
         self._video_script = VideoScript()
         self._operations: dict[str, FakeOperation] = {}
         self._videos: dict[str, FakeVideo] = {}
+        self._signatures: set[bytes] = set()  # the thought signatures given out, which Gemini 3 wants back
 
     # ---- what the test scripts and sees, beyond chat ------------------------------------
 
@@ -471,6 +859,7 @@ class FakeGemini(FakeProvider):
             self._video_script = VideoScript()
             self._operations.clear()
             self._videos.clear()
+            self._signatures.clear()
 
     async def _open(self, sock: socket.socket) -> None:
         await super()._open(sock)
@@ -543,6 +932,8 @@ class FakeGemini(FakeProvider):
         model, _, action = request.match_info["target"].partition(":")
         if action == "predictLongRunning":
             return self._predict_long_running(model, received)
+        if action == "countTokens":
+            return self._count_tokens(model, received)
         if action not in ("generateContent", "streamGenerateContent"):
             return self.error_response(404)
         return await self._generate(request, received, fault)
@@ -550,12 +941,17 @@ class FakeGemini(FakeProvider):
     async def _generate(self, request: web.Request, received: Received, fault: Fault | None) -> web.StreamResponse:
         model, _, action = request.match_info["target"].partition(":")
         try:
-            words, max_tokens = check_request(received.json)
+            ask = check_request(received.json, model)
+            self._check_signatures(ask.turns, model)
         except Invalid as exc:
             return self.invalid(exc)
         if model in IMAGE_MODELS and action == "generateContent":
-            return web.json_response(await self._image(model, received.json, words, fault))
-        answer = self.answer(words, max_tokens)
+            return web.json_response(await self._image(model, received.json, ask.prompt_tokens, fault))
+        answer = self.answer(ask.prompt_tokens, ask.max_tokens)
+        try:
+            calls = self._call_parts(answer, ask, model)
+        except Invalid as exc:
+            return self.invalid(exc)
         envelope = {"modelVersion": model, "responseId": new_id("")}
         if fault is not None and fault.kind == "block":
             chunks = [
@@ -566,37 +962,94 @@ class FakeGemini(FakeProvider):
                 }
             ]
         else:
-            chunks = [chunk | envelope for chunk in self._chunks(answer)]
+            chunks = [chunk | envelope for chunk in self._chunks(answer, calls, ask.candidates)]
         if action == "generateContent":
-            return web.json_response(self._merge(chunks, answer))
+            return web.json_response(self._merge(chunks, answer, calls))
         return await self._stream(request, received, chunks, fault)
 
+    def _count_tokens(self, model: str, received: Received) -> web.Response:
+        """What generateContent would count as the prompt (a scripted input_tokens included)."""
+        try:
+            ask = check_request(check_count_tokens(received.json), model)
+        except Invalid as exc:
+            return self.invalid(exc)
+        total = self.answer(ask.prompt_tokens, None).input_tokens
+        return web.json_response(
+            {"totalTokens": total, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}]}
+        )
+
+    def _check_signatures(self, turns: list[Turn], model: str) -> None:
+        """Gemini 3: the first functionCall part of each model step in the current turn must carry the
+        thoughtSignature this fake gave it (a made-up or altered one is refused too)."""
+        if not model.startswith("gemini-3"):
+            return
+        for index in range(current_turn_start(turns), len(turns)):
+            role, parts = turns[index]
+            calls = [part for part in parts if "functionCall" in part]
+            if role != "model" or not calls:
+                continue
+            signature = calls[0].get("thoughtSignature")
+            if signature is None:
+                name = calls[0]["functionCall"]["name"]
+                raise Invalid(MISSING_SIGNATURE.format(name=name, position=index + 1))
+            with self._lock:
+                known = base64.b64decode(signature) in self._signatures
+            if not known:
+                raise Invalid("Corrupted thought signature.")
+
+    def _call_parts(self, answer: Answer, ask: ChatAsk, model: str) -> list[dict[str, Any]]:
+        """The scripted calls as functionCall parts; a Gemini 3 model signs the first. A call the request
+        does not let the model make is a mistake in the test's script, answered as a 400 that says so."""
+        for call in answer.tool_calls:
+            if not ask.may_call(call.name):
+                raise Invalid(
+                    f"the fake was scripted to call {call.name!r}, which this request does not let the model call"
+                )
+        parts: list[dict[str, Any]] = [
+            {"functionCall": {"name": c.name, "args": c.arguments}} for c in answer.tool_calls
+        ]
+        if parts and model.startswith("gemini-3"):
+            parts[0]["thoughtSignature"] = self._new_signature()
+        return parts
+
+    def _new_signature(self) -> str:
+        signature = secrets.token_bytes(48)  # real ones are longer; any bytes do
+        with self._lock:
+            self._signatures.add(signature)
+        return base64.b64encode(signature).decode()
+
     @staticmethod
-    def _chunks(answer: Answer) -> list[dict[str, Any]]:
-        """The stream's chunks: one word each, usage cumulative, finishReason on the last."""
+    def _chunks(answer: Answer, calls: list[dict[str, Any]], candidates: int) -> list[dict[str, Any]]:
+        """The stream's chunks: one word each, then one per function call (Gemini sends each call whole),
+        usage cumulative, finishReason on the last. Every chunk holds each of the candidates asked for."""
         if answer.finish_reason in NO_CONTENT:
             candidate = {"finishReason": answer.finish_reason, "index": 0, "safetyRatings": SAFETY_RATINGS}
             return [{"candidates": [candidate], "usageMetadata": usage(answer.input_tokens, 0, answer.counts)}]
-        pieces = answer.pieces or [""]
+        steps = [[{"text": piece}] for piece in answer.pieces] + [[call] for call in calls]
+        steps = steps or [[{"text": ""}]]
         chunks = []
-        for n, piece in enumerate(pieces, start=1):
-            last = n == len(pieces)
-            candidate: dict[str, Any] = {"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}
-            if last:
-                candidate["finishReason"] = answer.finish_reason
-            output = answer.output_tokens if last else min(n, answer.output_tokens)
-            chunks.append(
-                {"candidates": [candidate], "usageMetadata": usage(answer.input_tokens, output, answer.counts)}
-            )
+        for n, parts in enumerate(steps, start=1):
+            last = n == len(steps)
+            chunk_candidates = []
+            for index in range(candidates):
+                candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": index}
+                if last:
+                    candidate["finishReason"] = answer.finish_reason
+                chunk_candidates.append(candidate)
+            # candidatesTokenCount counts the output of every candidate.
+            output = (answer.output_tokens if last else min(n, answer.output_tokens)) * candidates
+            metadata = usage(answer.input_tokens, output, answer.counts)
+            chunks.append({"candidates": chunk_candidates, "usageMetadata": metadata})
         return chunks
 
     @staticmethod
-    def _merge(chunks: list[dict[str, Any]], answer: Answer) -> dict[str, Any]:
-        """The non-stream response: the last chunk, holding the whole text."""
+    def _merge(chunks: list[dict[str, Any]], answer: Answer, calls: list[dict[str, Any]]) -> dict[str, Any]:
+        """The non-stream response: the last chunk, holding the whole text and every call."""
         merged = json.loads(json.dumps(chunks[-1]))
+        parts = ([{"text": answer.text}] if answer.text or not calls else []) + calls
         for candidate in merged.get("candidates", []):
             if "content" in candidate:
-                candidate["content"]["parts"] = [{"text": answer.text}]
+                candidate["content"]["parts"] = parts
         return merged
 
     async def _stream(
@@ -627,7 +1080,7 @@ class FakeGemini(FakeProvider):
 
     # ---- Nano Banana -------------------------------------------------------------------
 
-    async def _image(self, model: str, body: dict[str, Any], prompt_words: int, fault: Fault | None) -> dict[str, Any]:
+    async def _image(self, model: str, body: dict[str, Any], prompt_tokens: int, fault: Fault | None) -> dict[str, Any]:
         """One image per call, as an inlineData part, after image_delay_s (calls in progress are counted)."""
         with self._lock:
             reply, epoch = self._reply, self._image_epoch
@@ -640,9 +1093,7 @@ class FakeGemini(FakeProvider):
                 if epoch == self._image_epoch:  # a call a client gave up on may outlive its test
                     self._image_calls -= 1
         envelope = {"modelVersion": model, "responseId": new_id("")}
-        prompt = reply.input_tokens
-        if prompt is None:
-            prompt = prompt_words + INPUT_IMAGE_TOKENS * count_inline_images(body)
+        prompt = prompt_tokens if reply.input_tokens is None else reply.input_tokens
         if fault is not None and fault.kind == "block":
             feedback = {"blockReason": fault.reason, "safetyRatings": SAFETY_RATINGS}
             return {"promptFeedback": feedback, "usageMetadata": usage(prompt, 0), **envelope}
