@@ -3,7 +3,10 @@
 
 Speaks the wire protocol in /work/shared/PROVIDERS.md. It is strict on purpose: the
 real API rejects unknown arguments, bad types and `stream_options` without `stream`,
-so a gateway that sends those must fail here too, not in production. Likewise for images:
+so a gateway that sends those must fail here too, not in production. Chat requests are checked
+as the real API checks them: tools and tool_choice, tool messages that answer the calls just
+before them, image parts, response formats, n and logprobs; a scripted tool call the request does
+not offer is refused (a gateway that lost the tools must fail). Likewise for images:
 n>1 on dall-e-3, a size the model does not make, response_format on gpt-image, an upload
 part without an image content type.
 
