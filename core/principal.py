@@ -15,7 +15,7 @@ from core.caps import Caps
 class Principal:
     """Who a request acts for: the key and its owner, as cached (no model instances)."""
 
-    key_id: int
+    key_id: int | None  # None: a user signed in to the web pages, acting without a key
     key_hash: str
     key_prefix: str
     user_id: int

@@ -12,9 +12,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
@@ -53,6 +55,17 @@ def _shared_key(key_hash: str) -> str:
     return f"apikey:{key_hash}"
 
 
+def _limits_of(user: Any) -> tuple[tuple[int, float] | None, Caps | None]:
+    """The user's own rate limit and monthly caps (None, None: the defaults)."""
+    limits = getattr(user, "limits", None)
+    if limits is None:
+        return None, None
+    rate_limit = None
+    if limits.rate_limit_requests and limits.rate_limit_window_s:
+        rate_limit = (limits.rate_limit_requests, float(limits.rate_limit_window_s))
+    return rate_limit, Caps.of(limits)
+
+
 def _principal_from_db(key_hash: str) -> Principal | None:
     key = (
         ApiKey.objects.select_related("user", "user__limits")
@@ -61,12 +74,7 @@ def _principal_from_db(key_hash: str) -> Principal | None:
     )
     if key is None:
         return None
-    limits = getattr(key.user, "limits", None)
-    rate_limit = caps = None
-    if limits is not None:
-        if limits.rate_limit_requests and limits.rate_limit_window_s:
-            rate_limit = (limits.rate_limit_requests, float(limits.rate_limit_window_s))
-        caps = Caps.of(limits)
+    rate_limit, caps = _limits_of(key.user)
     return Principal(
         key.pk,
         key.key_hash,
@@ -78,6 +86,16 @@ def _principal_from_db(key_hash: str) -> Principal | None:
         rate_limit,
         caps,
     )
+
+
+def session_principal(user_id: int) -> Principal | None:
+    """A user signed in to the web pages (the playground), acting without an API key: the same limits
+    and caps, and ledger rows with no key. None when the user is gone or inactive."""
+    user = get_user_model().objects.select_related("limits").filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return None
+    rate_limit, caps = _limits_of(user)
+    return Principal(None, "", "session", user.pk, user.get_username(), user.is_staff, None, rate_limit, caps)
 
 
 def _refresh(key_hash: str) -> Principal | None:
@@ -146,13 +164,17 @@ def forget_api_key(key_hash: str, *, revoked: bool) -> None:
     cache.set(_shared_key(key_hash), principal.to_cache() if principal else _TOMBSTONE, SHARED_CACHE_SECONDS)
 
 
-def _should_record_use(principal: Principal) -> bool:
+def _key_use_due(principal: Principal) -> int | None:
+    """The key whose last use is due a write (None: not yet, or a signed-in session without a key)."""
+    key_id = principal.key_id
+    if key_id is None:
+        return None
     now = time.monotonic()
-    last = _last_recorded_use.get(principal.key_id)
+    last = _last_recorded_use.get(key_id)
     if last is not None and now - last < LAST_USED_RESOLUTION_SECONDS:
-        return False
-    _last_recorded_use[principal.key_id] = now
-    return True
+        return None
+    _last_recorded_use[key_id] = now
+    return key_id
 
 
 def _write_last_used(key_id: int) -> None:
@@ -161,14 +183,14 @@ def _write_last_used(key_id: int) -> None:
 
 def record_key_use(principal: Principal) -> None:
     """Update last_used_at, at most once a minute per key and worker (not a write per request)."""
-    if _should_record_use(principal):
-        _write_last_used(principal.key_id)
+    if (key_id := _key_use_due(principal)) is not None:
+        _write_last_used(key_id)
 
 
 def record_key_use_later(principal: Principal) -> None:
     """record_key_use for the event loop: the write, when one is due, runs off the request's path."""
-    if _should_record_use(principal):
-        task = asyncio.create_task(database_sync_to_async(_write_last_used)(principal.key_id))
+    if (key_id := _key_use_due(principal)) is not None:
+        task = asyncio.create_task(database_sync_to_async(_write_last_used)(key_id))
         _background.add(task)  # a reference, so the task is not collected before it runs
         task.add_done_callback(_background.discard)
 

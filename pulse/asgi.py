@@ -12,7 +12,8 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pulse.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402 - needs Django set up
+from channels.auth import AuthMiddlewareStack  # noqa: E402 - needs Django set up
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from gateway.routing import http_consumer_routes, websocket_routes  # noqa: E402
@@ -22,7 +23,8 @@ application = ProtocolTypeRouter(
     {
         # Channels' URLRouter routes to ASGI apps through re_path; django-stubs types its target as a view.
         "http": URLRouter([*http_consumer_routes, re_path(r"", django_asgi_app)]),  # type: ignore[arg-type]
-        "websocket": URLRouter(websocket_routes),
+        # The session (and its user) for browsers on the playground; programs send a key instead.
+        "websocket": AuthMiddlewareStack(URLRouter(websocket_routes)),
         "lifespan": lifespan_app,
     }
 )

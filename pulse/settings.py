@@ -251,6 +251,11 @@ SPECTACULAR_SETTINGS = {
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
+# WebSocket chat (/ws/v1/chat): concurrent streams one socket may run, and how long a frame may wait
+# for a client that stopped reading before the socket is closed.
+WS_MAX_STREAMS = env.int("WS_MAX_STREAMS", default=8)
+WS_SEND_TIMEOUT_S = env.float("WS_SEND_TIMEOUT_S", default=10.0)
+
 # Images in chat given by URL, fetched by Pulse for the providers that need the bytes (Gemini):
 # at most this big, within this time, and never from a loopback, private or link-local address
 # (CHAT_IMAGE_FETCH_PRIVATE=true lifts that for a trusted internal network, and for the tests).

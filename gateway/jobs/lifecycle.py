@@ -106,6 +106,9 @@ def claim(job_id: str, ticket: str) -> Claim:
     )
     job = Job.objects.filter(pk=job_id).first()
     if taken and job is not None:
+        if job.started_at == now:  # its first start: tell the owner it runs (a takeover changes nothing)
+            user_id = job.user_id
+            transaction.on_commit(lambda: notify(user_id, {"id": job_id, "status": Status.RUNNING}))
         return Claim(job)
     if job is not None and not job.is_finished and job.ticket == ticket and job.lease_until is not None:
         return Claim(None, max((job.lease_until - now).total_seconds(), 0) + 1)  # another worker has it

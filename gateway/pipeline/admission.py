@@ -23,11 +23,22 @@ class Admission:
 
 async def admit(headers: Mapping[str, str]) -> Admission:
     """The principal of an admitted request (lower-case header names), or the ApiError to answer."""
+    return await admit_principal(await authenticate(headers))
+
+
+async def authenticate(headers: Mapping[str, str]) -> Principal:
+    """Who the API key in the headers belongs to, or the 401 to answer."""
     raw_key = raw_key_from_headers(headers)
     if raw_key is None:
         raise AuthenticationError("No API key: send Authorization: Bearer <key>.", code="missing_api_key")
     principal = await aauthenticate_key(raw_key)
     record_key_use_later(principal)
+    return principal
+
+
+async def admit_principal(principal: Principal) -> Admission:
+    """One request of an authenticated principal past the rate limit (a WebSocket authenticates once,
+    then admits each request it carries), or the 429 to answer."""
     limit, window_s = user_rate(principal)
     decision = await rate_limiter.acquire(rate_key(principal), limit, window_s)
     if not decision.allowed:
