@@ -1,36 +1,42 @@
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from providers.defaults import DEFAULT_ROUTES
+from providers.defaults import default_routes
 from providers.models import ModelRoute, Provider
+from providers.price_table import PriceTableError
 
 
 class Command(BaseCommand):
     help = (
         "Create or update Provider rows from the environment (*_API_KEY, *_BASE_URL) and add the "
-        "default routes that are missing. Idempotent; routes edited in the admin are left alone."
+        "routes of the price table (providers/prices.toml) that are missing. Idempotent; routes edited "
+        "in the admin are left alone."
     )
 
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            routes = default_routes()  # read and checked before the first write
+        except PriceTableError as exc:
+            raise CommandError(str(exc)) from None
         for kind, conf in settings.PROVIDER_ENV.items():
             self._sync_provider(kind, conf["api_key"], conf["base_url"])
         providers = {p.name: p for p in Provider.objects.all()}
         created = 0
-        for name, provider_name, upstream, modality, prices in DEFAULT_ROUTES:
-            if provider_name not in providers:
+        for route in routes:
+            if route.provider not in providers:
                 continue
             _, was_created = ModelRoute.objects.get_or_create(
-                name=name,
+                name=route.name,
                 defaults={
-                    "provider": providers[provider_name],
-                    "upstream_model": upstream,
-                    "modality": modality,
-                    "priority": 200 if "*" in name else 100,
-                    **prices,
+                    "provider": providers[route.provider],
+                    "upstream_model": route.upstream_model,
+                    "modality": route.modality,
+                    "priority": 200 if route.is_pattern else 100,
+                    **route.prices,
                 },
             )
             created += was_created
