@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from providers.models import ModelRoute, Provider, RouteFallback
+from providers.price_table import PRICE_FIELDS
 from providers.secrets import mask_secret
 
 
@@ -86,12 +87,22 @@ class ModelRouteAdmin(admin.ModelAdmin[ModelRoute]):
         "output_usd_per_mtok",
         "usd_per_image",
         "usd_per_video_second",
+        "prices_from_table",
     )
-    list_filter = ("modality", "enabled", "moderation_enabled", "provider")
+    list_filter = ("modality", "enabled", "moderation_enabled", "prices_from_table", "provider")
     list_select_related = ("provider",)
     search_fields = ("name", "upstream_model")
     inlines = (RouteFallbackInline,)
     actions = ("enable_routes", "disable_routes")
+
+    def save_model(
+        self, request: HttpRequest, obj: ModelRoute, form: forms.ModelForm[ModelRoute], change: bool
+    ) -> None:
+        # An admin's price is a decision sync_providers must not undo: editing any price takes the
+        # route's prices off the table, unless the same save ticks "prices from table" on purpose.
+        if set(PRICE_FIELDS) & set(form.changed_data) and "prices_from_table" not in form.changed_data:
+            obj.prices_from_table = False
+        super().save_model(request, obj, form, change)
 
     @admin.action(description="Enable selected routes")
     def enable_routes(self, request: HttpRequest, queryset: QuerySet[ModelRoute]) -> None:

@@ -99,6 +99,12 @@ class ModelRoute(models.Model):
     )
     usd_per_image = usd_price()
     usd_per_video_second = usd_price()
+    prices_from_table = models.BooleanField(
+        default=False,
+        help_text="The prices come from the shipped price table (providers/prices.toml; for "
+        "OPENAI_COMPATIBLE_MODELS, the environment) and sync_providers keeps them current. Editing any "
+        "price clears this, so sync_providers leaves the route's prices alone; tick it to hand them back.",
+    )
     moderation_enabled = models.BooleanField(
         default=True, help_text="Run the moderation hooks on prompts to this route before any provider sees them."
     )
