@@ -245,7 +245,7 @@ def check_turns(turns: list[Turn]) -> None:
     """The order the API wants: a function call turn follows a user turn (or a function response
     turn), and the turn after it answers every one of its calls, by name (messages quoted from the
     API, except the name's)."""
-    previous_role, previous_calls = "", []
+    previous_role, previous_calls = "", list[dict[str, Any]]()
     for role, parts in turns:
         calls = [part["functionCall"] for part in parts if "functionCall" in part]
         responses = [part["functionResponse"] for part in parts if "functionResponse" in part]
@@ -289,9 +289,16 @@ def invalid_value(field: str, proto_type: str, value: Any) -> Invalid:
     return Invalid(f"Invalid value at '{field}' ({proto_type}), {json.dumps(value)}", field)
 
 
+def proto_bytes(value: str) -> bytes:
+    """Bytes as proto3 JSON reads them: standard or URL-safe base64, with or without padding (the
+    google-genai SDK sends URL-safe). Raises binascii.Error."""
+    value = value.replace("-", "+").replace("_", "/")
+    return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+
+
 def check_base64(value: Any, where: str) -> bytes:
     try:
-        return base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+        return proto_bytes(value) if isinstance(value, str) else b""
     except binascii.Error:
         raise Invalid(f"Invalid value at '{where}' (TYPE_BYTES), Base64 decoding failed", where) from None
 
@@ -635,6 +642,12 @@ def usage(prompt: int, output: int, counts: TokenCounts = NO_COUNTS) -> dict[str
     if counts.reasoning:
         metadata["thoughtsTokenCount"] = counts.reasoning
     return metadata
+
+
+def same_candidates(parts: list[dict[str, Any]], count: int, finish: str | None) -> list[dict[str, Any]]:
+    """`count` candidates with the same parts (the fake's candidates agree), the finish reason on each."""
+    finish_field = {"finishReason": finish} if finish else {}
+    return [{"content": {"parts": parts, "role": "model"}, "index": i, **finish_field} for i in range(count)]
 
 
 def image_parts(body: dict[str, Any], text: str) -> list[dict[str, Any]]:
@@ -993,7 +1006,7 @@ class FakeGemini(FakeProvider):
                 name = calls[0]["functionCall"]["name"]
                 raise Invalid(MISSING_SIGNATURE.format(name=name, position=index + 1))
             with self._lock:
-                known = base64.b64decode(signature) in self._signatures
+                known = proto_bytes(signature) in self._signatures
             if not known:
                 raise Invalid("Corrupted thought signature.")
 
@@ -1030,16 +1043,11 @@ class FakeGemini(FakeProvider):
         chunks = []
         for n, parts in enumerate(steps, start=1):
             last = n == len(steps)
-            chunk_candidates = []
-            for index in range(candidates):
-                candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": index}
-                if last:
-                    candidate["finishReason"] = answer.finish_reason
-                chunk_candidates.append(candidate)
             # candidatesTokenCount counts the output of every candidate.
             output = (answer.output_tokens if last else min(n, answer.output_tokens)) * candidates
             metadata = usage(answer.input_tokens, output, answer.counts)
-            chunks.append({"candidates": chunk_candidates, "usageMetadata": metadata})
+            finish = answer.finish_reason if last else None
+            chunks.append({"candidates": same_candidates(parts, candidates, finish), "usageMetadata": metadata})
         return chunks
 
     @staticmethod
