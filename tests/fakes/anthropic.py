@@ -121,6 +121,10 @@ class Signer:
         return bool(payload) and self.signed("redacted:" + payload, signature)
 
 
+# Where no fake's signer is at hand (the system prompt): its key signed nothing, so no thinking passes.
+STRANGER = Signer()
+
+
 def text_of(content: Any) -> str:
     """The words of a message: its text blocks and the text of its tool results."""
     if isinstance(content, str):
@@ -136,6 +140,12 @@ def block_text(block: dict[str, Any]) -> str:
     return str(block.get("text", ""))
 
 
+def refuse_extra(where: str, value: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise Invalid(f"{where}.{unknown[0]}: Extra inputs are not permitted")
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -148,8 +158,7 @@ def check_cache_control(where: str, value: Any) -> None:
         return
     if not isinstance(value, dict):
         raise Invalid(f"{where}: Input should be a valid dictionary")
-    for key in sorted(set(value) - {"type", "ttl"}):
-        raise Invalid(f"{where}.ephemeral.{key}: Extra inputs are not permitted")
+    refuse_extra(f"{where}.ephemeral", value, {"type", "ttl"})
     if value.get("type") != "ephemeral":
         raise Invalid(f"{where}: Input tag '{value.get('type')}' found using 'type' does not match 'ephemeral'")
     if "ttl" in value and value["ttl"] not in CACHE_TTLS:
@@ -247,9 +256,9 @@ def check_blocks(where: str, blocks: list[Any], role: str = "user", signer: Sign
         elif tag == "tool_use":
             check_tool_use(f"{at}.tool_use", block, role)
         elif tag == "tool_result":
-            check_tool_result(f"{at}.tool_result", block, role, signer or Signer())
+            check_tool_result(f"{at}.tool_result", block, role, signer or STRANGER)
         elif tag in ("thinking", "redacted_thinking"):
-            check_thinking_block(at, block, role, signer or Signer())
+            check_thinking_block(at, block, role, signer or STRANGER)
         check_cache_control(f"{at}.{tag}.cache_control", block.get("cache_control"))
 
 
@@ -347,8 +356,7 @@ def check_tool(i: int, tool: Any) -> str:
     if tool.get("type", "custom") not in ("custom", None):
         raise Invalid(f"tools.{i}: FakeAnthropic serves custom tools only, not {tool['type']!r}")
     where = f"tools.{i}.custom"
-    for key in sorted(set(tool) - TOOL_FIELDS):
-        raise Invalid(f"{where}.{key}: Extra inputs are not permitted")
+    refuse_extra(where, tool, TOOL_FIELDS)
     name = tool.get("name")
     if not isinstance(name, str) or not re.fullmatch(TOOL_NAME[1:-1], name):
         raise Invalid(f"{where}.name: String should match pattern '{TOOL_NAME}'")
@@ -384,8 +392,7 @@ def check_tool_choice(choice: Any, tools: list[str]) -> None:
             f"tool_choice: Input tag '{kind}' found using 'type' does not match any of the expected tags: "
             "'auto', 'any', 'tool', 'none'"
         )
-    for key in sorted(set(choice) - TOOL_CHOICE_FIELDS[kind]):
-        raise Invalid(f"tool_choice.{kind}.{key}: Extra inputs are not permitted")
+    refuse_extra(f"tool_choice.{kind}", choice, TOOL_CHOICE_FIELDS[kind])
     if not isinstance(choice.get("disable_parallel_tool_use", False), bool):
         raise Invalid(f"tool_choice.{kind}.disable_parallel_tool_use: Input should be a valid boolean")
     if kind in FORCED_CHOICES and not tools:
@@ -499,8 +506,7 @@ def check_metadata(metadata: Any) -> None:
         return
     if not isinstance(metadata, dict):
         raise Invalid("metadata: Input should be a valid dictionary")
-    for key in sorted(set(metadata) - {"user_id"}):
-        raise Invalid(f"metadata.{key}: Extra inputs are not permitted")
+    refuse_extra("metadata", metadata, {"user_id"})
     user_id = metadata.get("user_id")
     if user_id is not None and (not isinstance(user_id, str) or len(user_id) > 256):
         raise Invalid("metadata.user_id: Input should be a valid string of at most 256 characters")
@@ -537,7 +543,7 @@ def check_prompt(body: Any, params: set[str], required: tuple[str, ...], signer:
 
 
 def check_messages(body: Any, signer: Signer | None = None) -> dict[str, Any]:
-    body = check_prompt(body, PARAMS, ("model", "max_tokens", "messages"), signer or Signer())
+    body = check_prompt(body, PARAMS, ("model", "max_tokens", "messages"), signer or STRANGER)
     max_tokens = body["max_tokens"]
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
         raise Invalid("max_tokens: Input should be a valid integer")
