@@ -174,7 +174,8 @@ async def test_tools_are_sent_with_input_schemas_and_without_strict(ant: FakeAnt
 async def test_tool_choice_and_parallel_calls_in_anthropic_terms(
     ant: FakeAnthropic, client: ProviderClient, choice: ToolChoice | None, parallel: bool | None, wire: dict[str, Any]
 ) -> None:
-    ant.reply(tool_calls=[FakeToolCall("get_time", {})]) if choice and choice.mode != "none" else None
+    if choice is not None and choice.mode != "none":
+        ant.reply(tool_calls=[FakeToolCall("get_time", {})])
     request = dataclasses.replace(TOOL_ASK, tool_choice=choice, parallel_tool_calls=parallel)
     await client.complete(request, model=MODEL)
     assert sent(ant)["tool_choice"] == wire
