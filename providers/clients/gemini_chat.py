@@ -105,7 +105,9 @@ def standard_base64(text: str) -> bytes:
 
 def call_id_with_signature(base: str, signature: str | None) -> str:
     """The id a client sees: the signature after the separator, URL-safe base64 without padding, so
-    the id keeps to [A-Za-z0-9_-] (Anthropic's tool_use ids must, should the conversation move there)."""
+    the id keeps to [A-Za-z0-9_-] (Anthropic's tool_use ids must, should the conversation move there).
+    Such an id is long: OpenAI refuses tool call ids over 40 characters ("string_above_max_length"),
+    so a conversation moving to OpenAI needs the part from the separator cut off (split_call_id)."""
     if not signature:
         return base
     safe = base64.urlsafe_b64encode(standard_base64(signature)).decode().rstrip("=")
