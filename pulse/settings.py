@@ -323,6 +323,17 @@ PROVIDER_ENV = {
         "api_key": env.str("REPLICATE_API_TOKEN", default=""),
         "base_url": env.str("REPLICATE_BASE_URL", default="https://api.replicate.com"),
     },
+    # Any server speaking OpenAI's chat completions (vLLM, Ollama, LM Studio, ...): its base URL
+    # (with /v1) creates the provider, as local servers often take no key. Each listed model becomes
+    # a chat route, and local:NAME reaches any other; unpriced (403 model_not_priced) unless both
+    # prices are set, 0 included.
+    "openai_compatible": {
+        "api_key": env.str("OPENAI_COMPATIBLE_API_KEY", default=""),
+        "base_url": env.str("OPENAI_COMPATIBLE_BASE_URL", default=""),
+        "models": env.list("OPENAI_COMPATIBLE_MODELS", default=[]),
+        "input_usd_per_mtok": env.str("OPENAI_COMPATIBLE_INPUT_USD_PER_MTOK", default=""),
+        "output_usd_per_mtok": env.str("OPENAI_COMPATIBLE_OUTPUT_USD_PER_MTOK", default=""),
+    },
 }
 
 # --- Auth, i18n, static ------------------------------------------------------

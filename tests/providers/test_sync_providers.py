@@ -1,5 +1,5 @@
 """manage.py sync_providers: providers from the environment, routes and prices from the price table,
-admin-edited prices left alone."""
+admin-edited prices left alone, and an OpenAI-compatible server configured like the others."""
 
 import importlib
 import io
@@ -13,6 +13,8 @@ from django.forms.models import model_to_dict
 from providers.models import ModelRoute, Provider
 from providers.price_table import load_price_table
 from providers.routing import routing_table
+from tests.fakes import FakeOpenAI
+from tests.helpers import MESSAGES, post
 
 pytestmark = pytest.mark.django_db
 
@@ -21,12 +23,17 @@ HOSTED = {
     "anthropic": {"api_key": "sk-ant", "base_url": "https://api.anthropic.example"},
     "gemini": {"api_key": "", "base_url": "https://gemini.example"},  # no key: no provider
 }
+LOCAL = "http://127.0.0.1:11434/v1"
 
 
 def sync() -> str:
     out = io.StringIO()
     call_command("sync_providers", stdout=out)
     return out.getvalue()
+
+
+def compatible(**conf) -> dict:
+    return {"api_key": "", "base_url": LOCAL, "models": [], "input_usd_per_mtok": "", "output_usd_per_mtok": ""} | conf
 
 
 @pytest.fixture
@@ -175,3 +182,154 @@ def test_the_migration_marks_routes_still_at_a_shipped_price_and_no_others():
 
     marked = set(ModelRoute.objects.filter(prices_from_table=True).values_list("name", flat=True))
     assert marked == {"gpt-4o", "gpt-*"}
+
+
+# --- an OpenAI-compatible server ------------------------------------------------------------------
+
+
+def test_a_base_url_alone_creates_the_compatible_provider_with_no_key(settings):
+    settings.PROVIDER_ENV = {"openai_compatible": compatible(models=["llama3.2", " qwen2.5 ", ""])}
+
+    out = sync()
+
+    provider = Provider.objects.get(name="openai_compatible")
+    assert (provider.kind, provider.base_url, provider.api_key_encrypted) == ("openai_compatible", LOCAL, "")
+    assert provider.config().api_key == ""
+    routes = {route.name: route for route in ModelRoute.objects.filter(provider=provider)}
+    assert set(routes) == {"llama3.2", "qwen2.5", "local:*"}
+    assert all(r.modality == "chat" and r.input_usd_per_mtok is None and r.prices_from_table for r in routes.values())
+    assert routes["local:*"].priority == 200
+    assert "3 route(s) added" in out
+
+
+def test_compatible_routes_take_the_prices_in_the_environment_zero_included(settings):
+    settings.PROVIDER_ENV = {
+        "openai_compatible": compatible(models=["llama3.2"], input_usd_per_mtok="0", output_usd_per_mtok="0")
+    }
+
+    sync()
+
+    for name in ("llama3.2", "local:*"):
+        route = ModelRoute.objects.get(name=name)
+        assert (route.input_usd_per_mtok, route.output_usd_per_mtok) == (Decimal(0), Decimal(0)), name
+
+
+def test_prices_set_in_the_environment_later_reach_the_compatible_routes(settings):
+    settings.PROVIDER_ENV = {"openai_compatible": compatible(models=["llama3.2"])}
+    sync()
+    settings.PROVIDER_ENV = {
+        "openai_compatible": compatible(models=["llama3.2"], input_usd_per_mtok="0.1", output_usd_per_mtok="0.2")
+    }
+
+    out = sync()
+
+    assert ModelRoute.objects.get(name="llama3.2").output_usd_per_mtok == Decimal("0.2")
+    assert "repriced llama3.2: input_usd_per_mtok unpriced -> 0.1, output_usd_per_mtok unpriced -> 0.2" in out
+
+
+def test_a_key_in_the_environment_is_stored_and_an_admins_key_kept_without_one(settings):
+    settings.PROVIDER_ENV = {"openai_compatible": compatible(api_key="vllm-secret")}
+    sync()
+    assert Provider.objects.get(name="openai_compatible").api_key == "vllm-secret"
+
+    settings.PROVIDER_ENV = {"openai_compatible": compatible()}
+    sync()
+
+    assert Provider.objects.get(name="openai_compatible").api_key == "vllm-secret"
+
+
+@pytest.mark.parametrize(
+    ("prices", "message"),
+    [
+        ({"input_usd_per_mtok": "0.1"}, "Set both OPENAI_COMPATIBLE_INPUT_USD_PER_MTOK and"),
+        ({"input_usd_per_mtok": "free", "output_usd_per_mtok": "0"}, "OPENAI_COMPATIBLE_INPUT_USD_PER_MTOK='free'"),
+        ({"input_usd_per_mtok": "0", "output_usd_per_mtok": "-1"}, "OPENAI_COMPATIBLE_OUTPUT_USD_PER_MTOK='-1'"),
+    ],
+)
+def test_a_bad_compatible_price_stops_the_sync_naming_the_variable(settings, prices, message):
+    settings.PROVIDER_ENV = {"openai_compatible": compatible(models=["llama3.2"], **prices)}
+
+    with pytest.raises(CommandError, match=message):
+        sync()
+
+    assert not Provider.objects.exists()
+
+
+def test_without_a_base_url_the_models_list_creates_nothing(settings):
+    settings.PROVIDER_ENV = {"openai_compatible": compatible(base_url="", models=["llama3.2"])}
+
+    sync()
+
+    assert not Provider.objects.exists() and not ModelRoute.objects.exists()
+
+
+def test_a_compatible_model_named_like_a_shipped_route_leaves_the_shipped_route_alone(hosted):
+    hosted.PROVIDER_ENV = {**HOSTED, "openai_compatible": compatible(models=["gpt-4o"])}
+
+    out = sync()
+
+    route = ModelRoute.objects.get(name="gpt-4o")
+    assert (route.provider.name, route.input_usd_per_mtok) == ("openai", Decimal("2.5"))
+    assert "left gpt-4o: on provider openai, not openai_compatible" in out
+
+
+# --- end to end: the gateway talking to an OpenAI-compatible server ------------------------------------
+
+
+@pytest.fixture
+def local_server():
+    """A FakeOpenAI standing in for vLLM or Ollama (the fake insists on a key, as vLLM --api-key does)."""
+    server = FakeOpenAI.start(api_key="local-key")
+    yield server
+    server.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chat_request_reaches_the_compatible_server_and_is_billed_at_its_env_price(
+    gateway, live_key, settings, local_server
+):
+    settings.PROVIDER_ENV = {
+        **settings.PROVIDER_ENV,
+        "openai_compatible": compatible(
+            api_key="local-key",
+            base_url=local_server.base_url,
+            models=["llama3.2"],
+            input_usd_per_mtok="0.1",
+            output_usd_per_mtok="0.2",
+        ),
+    }
+    sync()
+    local_server.reply("Hi from a local model", input_tokens=1000, output_tokens=500)
+
+    response = post(gateway, live_key, {"model": "llama3.2", "messages": MESSAGES, "max_tokens": 50})
+
+    body = response.json()
+    assert response.status_code == 200, body
+    assert (body["provider"], body["message"]["content"]) == ("openai_compatible", "Hi from a local model")
+    assert Decimal(body["cost_usd"]) == (1000 * Decimal("0.1") + 500 * Decimal("0.2")) / 1_000_000
+    sent = local_server.last_request
+    assert sent.json["model"] == "llama3.2" and sent.json["max_tokens"] == 50  # vLLM and Ollama know max_tokens
+    assert sent.headers["authorization"] == "Bearer local-key"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_local_names_reach_the_server_and_unpriced_ones_are_refused(gateway, live_key, settings, local_server):
+    settings.PROVIDER_ENV = {
+        **settings.PROVIDER_ENV,
+        "openai_compatible": compatible(api_key="local-key", base_url=local_server.base_url),
+    }
+    sync()
+
+    refused = post(gateway, live_key, {"model": "local:qwen2.5", "messages": MESSAGES})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_priced"
+    assert local_server.calls == 0
+
+    route = ModelRoute.objects.get(name="local:*")
+    route.input_usd_per_mtok = route.output_usd_per_mtok = Decimal(0)  # free, as an admin would set it
+    route.save()
+    local_server.reply("ok", input_tokens=3, output_tokens=1)
+    answered = post(gateway, live_key, {"model": "local:qwen2.5", "messages": MESSAGES})
+
+    assert answered.status_code == 200, answered.json()
+    assert local_server.last_request.json["model"] == "qwen2.5"
+    assert Decimal(answered.json()["cost_usd"]) == 0
