@@ -10,6 +10,7 @@ logger = logging.getLogger(__name__)
 
 ShutdownHook = Callable[[], Awaitable[None]]
 _hooks: list[ShutdownHook] = []
+_drains: list[ShutdownHook] = []
 
 
 def on_shutdown(hook: ShutdownHook) -> ShutdownHook:
@@ -19,9 +20,17 @@ def on_shutdown(hook: ShutdownHook) -> ShutdownHook:
     return hook
 
 
+def drain_on_shutdown(hook: ShutdownHook) -> ShutdownHook:
+    """Register a hook that finishes work in flight (queued ledger rows); drains run before any pool or
+    session is closed, whatever the order the modules were imported in."""
+    if hook not in _drains:
+        _drains.append(hook)
+    return hook
+
+
 async def run_shutdown_hooks() -> None:
-    """Run every hook; one that fails is logged and does not stop the others."""
-    for hook in _hooks:
+    """Run every drain, then every hook; one that fails is logged and does not stop the others."""
+    for hook in [*_drains, *_hooks]:
         try:
             await hook()
         except Exception:
