@@ -36,6 +36,7 @@ from providers.clients.base import (
     ToolCallDelta,
     Unsupported,
     Usage,
+    portable_call_id,
 )
 from providers.clients.http_client import HttpProviderClient, error_object, set_fields
 
@@ -245,7 +246,7 @@ def assistant_blocks(message: ChatMessage) -> list[dict[str, Any]]:
     thinking = [thinking_block(r) for r in message.reasoning if r.redacted or r.signature]
     text = [{"type": "text", "text": message.content}] if message.content else []
     calls = [
-        {"type": "tool_use", "id": call.id, "name": call.name, "input": tool_input(call.arguments)}
+        {"type": "tool_use", "id": portable_call_id(call.id), "name": call.name, "input": tool_input(call.arguments)}
         for call in message.tool_calls
     ]
     return thinking + text + calls
@@ -255,7 +256,11 @@ def tool_result_block(message: ChatMessage) -> dict[str, Any]:
     content: str | list[dict[str, Any]] = message.content
     if message.images:
         content = [piece_block(piece) for piece in message.pieces() if piece]
-    block = {"type": "tool_result", "tool_use_id": message.tool_call_id, **set_fields(content=content)}
+    block = {
+        "type": "tool_result",
+        "tool_use_id": portable_call_id(message.tool_call_id or ""),
+        **set_fields(content=content),
+    }
     return block | ({"is_error": True} if message.is_error else {})
 
 

@@ -62,6 +62,17 @@ class ChatImage:
         return f"data:{self.content_type};base64,{base64.b64encode(self.data).decode()}"
 
 
+# Gemini 3 signs its function calls and wants the signature back; OpenAI clients only echo a call's
+# id, so the Gemini client carries the signature inside the id, after this separator.
+CALL_ID_SIGNATURE = "__thought__"
+
+
+def portable_call_id(call_id: str) -> str:
+    """A call id as other providers take it: without a Gemini signature (OpenAI refuses ids over 40
+    characters), so a conversation can move to another provider midway through a tool loop."""
+    return call_id.partition(CALL_ID_SIGNATURE)[0]
+
+
 @dataclass(frozen=True)
 class ToolCall:
     """A function the model asked the client to run. arguments: JSON text, as OpenAI carries it."""

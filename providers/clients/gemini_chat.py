@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from providers.clients.base import (
+    CALL_ID_SIGNATURE,
     CONTENT_FILTER,
     LENGTH,
     STOP,
@@ -68,7 +69,7 @@ FINISH_REASONS = {
 }
 TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}
 MAX_CANDIDATES = 8  # Gemini 2.5's limit on candidateCount
-SIGNATURE_SEPARATOR = "__thought__"
+SIGNATURE_SEPARATOR = CALL_ID_SIGNATURE
 PULSE_CALL_ID = re.compile(r"call_[0-9a-f]{24}")
 
 

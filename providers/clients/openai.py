@@ -41,6 +41,7 @@ from providers.clients.base import (
     ToolChoice,
     Unsupported,
     Usage,
+    portable_call_id,
 )
 from providers.clients.http_client import TRANSPORT_ERRORS, HttpProviderClient, error_object, set_fields
 
@@ -168,7 +169,11 @@ def message_content(message: ChatMessage) -> str | list[dict[str, Any]]:
 
 
 def wire_tool_call(call: ToolCall) -> dict[str, Any]:
-    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+    return {
+        "id": portable_call_id(call.id),
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
 
 
 def wire_message(message: ChatMessage) -> dict[str, Any]:
@@ -176,7 +181,8 @@ def wire_message(message: ChatMessage) -> dict[str, Any]:
     takes no thinking back, and OpenAI caches prompt prefixes by itself. A tool result has no
     error flag here: its text has to say so."""
     if message.role == "tool":
-        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message_content(message)}
+        call_id = portable_call_id(message.tool_call_id or "")
+        return {"role": "tool", "tool_call_id": call_id, "content": message_content(message)}
     if message.role == "assistant" and message.tool_calls:
         calls = [wire_tool_call(call) for call in message.tool_calls]
         return {"role": "assistant", "content": message.content or None, "tool_calls": calls}

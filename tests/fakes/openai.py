@@ -312,6 +312,9 @@ def check_content_part(where: str, index: int, role: str, part: Any) -> None:
         check_image_url(at, part)
 
 
+MAX_CALL_ID = 40  # the API refuses longer tool call ids (string_above_max_length, seen in issue threads)
+
+
 def check_tool_calls(where: str, calls: Any) -> None:
     """An assistant turn's calls, as the API takes them back: id, type "function", name and JSON text."""
     if not isinstance(calls, list):
@@ -327,7 +330,14 @@ def check_tool_calls(where: str, calls: Any) -> None:
         at = f"{where}.tool_calls[{index}]"
         if not isinstance(call, dict):
             raise wrong_type(at, "an object", call)
-        string_field(call, "id", at)
+        call_id = string_field(call, "id", at)
+        if len(call_id) > MAX_CALL_ID:
+            raise Invalid(
+                f"Invalid '{at}.id': string too long. Expected a string with maximum length {MAX_CALL_ID}, "
+                f"but got a string with length {len(call_id)} instead.",
+                f"{at}.id",
+                "string_above_max_length",
+            )
         if string_field(call, "type", at) != "function":  # the fake offers function tools only
             raise Invalid(f"Invalid value: '{call['type']}'. Supported values are: 'function'.", f"{at}.type")
         function = object_field(call, "function", at)

@@ -236,3 +236,26 @@ def test_pulse_format_calls_tools_and_streams_their_pieces(gateway, live_key, fa
     assert pieces[0]["id"] and pieces[0]["function"]["name"] == "get_weather"
     assert json.loads("".join(p["function"]["arguments"] for p in pieces)) == {"city": "Oslo"}
     assert json.loads(events[-1][1])["finish_reason"] == "tool_calls"
+
+
+def test_a_tool_loop_moves_from_gemini_3_to_openai_midway(gateway, live_key, fake_providers):
+    """Gemini 3's signed call ids are long; OpenAI refuses ids over 40 characters, so the id goes
+    without its signature (and the tool result's id with it)."""
+    signed = "call_abc__thought__" + "A" * 300
+    messages = [
+        {"role": "user", "content": "Weather in Rome?"},
+        {"role": "assistant", "tool_calls": [call_json(signed, "get_weather", '{"city": "Rome"}')]},
+        {"role": "tool", "tool_call_id": signed, "content": "21 C"},
+    ]
+
+    answer = openai_client(gateway, live_key).chat.completions.create(
+        model="gpt-4o", messages=messages, tools=[WEATHER]
+    )
+
+    assert answer.choices[0].finish_reason == "stop"
+    sent = fake_providers["openai"].last_request.json["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == sent[2]["tool_call_id"] == "call_abc"
+
+
+def call_json(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
