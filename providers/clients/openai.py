@@ -289,7 +289,8 @@ class OpenAIClient(HttpProviderClient):
     takes_top_k = False  # OpenAI refuses top_k as an unknown argument
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.provider.api_key}"}
+        # A local OpenAI-compatible server (Ollama, LM Studio) often has no key: send no header then.
+        return {"Authorization": f"Bearer {self.provider.api_key}"} if self.provider.api_key else {}
 
     def status_error(self, status: int, body: Any, headers: Mapping[str, str]) -> ProviderError:
         error = super().status_error(status, body, headers)

@@ -338,6 +338,12 @@ async def test_openai_compatible_sends_max_tokens(oai: FakeOpenAI) -> None:
     assert "max_completion_tokens" not in oai.requests[0].json
 
 
+async def test_openai_compatible_without_a_key_sends_no_authorization(oai: FakeOpenAI) -> None:
+    with pytest.raises(ProviderError):  # this fake wants a key; a local Ollama would not
+        await client_of(oai, "openai_compatible", api_key="").complete(HI, model="llama3")
+    assert "authorization" not in oai.requests[0].headers
+
+
 async def test_openai_unset_settings_are_left_out(oai: FakeOpenAI) -> None:
     await client_of(oai).complete(HI, model="gpt-4o-mini")
     assert set(oai.requests[0].json) == {"model", "messages"}
