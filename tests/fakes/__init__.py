@@ -16,7 +16,7 @@ Faults apply to the next matching requests in the order they were queued, one pe
 
 from .anthropic import FakeAnthropic
 from .gemini import FakeGemini
-from .openai import INSUFFICIENT_QUOTA, FakeOpenAI
+from .openai import INSUFFICIENT_QUOTA, FakeOpenAI, FakeOpenAICompatible
 from .replicate import NSFW_ERROR, FakeReplicate
 from .server import FakeProvider, FakeToolCall, Received, TokenCounts, count_words, split_words
 
@@ -26,6 +26,7 @@ __all__ = [
     "FakeAnthropic",
     "FakeGemini",
     "FakeOpenAI",
+    "FakeOpenAICompatible",
     "FakeProvider",
     "FakeToolCall",
     "FakeReplicate",
