@@ -1,6 +1,9 @@
 """The sliding-log rate limiter: exact at the window boundary, in process and in Redis."""
 
-from billing.ratelimit import LocalSlidingLog, RateLimiter
+import redis.asyncio as aioredis
+
+from billing.ratelimit import SLIDING_LOG_SHA, LocalSlidingLog, RateLimiter
+from core.shutdown import run_shutdown_hooks
 
 
 def test_sliding_log_allows_n_in_any_window_and_not_2n_across_a_boundary():
@@ -40,3 +43,17 @@ async def test_redis_sliding_log_matches_at_the_boundary(settings, redis_url):
         now_us[0] = int(t * second)
         allowed.append((await limiter.acquire("boundary", 3, 10)).allowed)
     assert allowed == [True, True, True, False, False, True, False]
+
+
+async def test_redis_runs_the_script_by_its_digest_after_a_flush(settings, redis_url):
+    """EVALSHA, not the script text per request; a Redis that lost its script cache still limits."""
+    settings.REDIS_URL = redis_url
+    admin = aioredis.Redis.from_url(redis_url)
+    await admin.script_flush()
+    limiter = RateLimiter()
+    decisions = [(await limiter.acquire("digest", 2, 10)).allowed for _ in range(3)]
+
+    assert decisions == [True, True, False]
+    assert (await admin.script_exists(SLIDING_LOG_SHA)) == [True]
+    await admin.aclose()
+    await run_shutdown_hooks()
