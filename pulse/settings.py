@@ -251,6 +251,9 @@ SPECTACULAR_SETTINGS = {
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
+# The garbage collector's generation thresholds in a worker, set after start-up (pulse/lifespan.py).
+GC_THRESHOLDS = tuple(env.list("GC_THRESHOLDS", cast=int, default=[50_000, 20, 100]))
+
 # WebSocket chat (/ws/v1/chat): concurrent streams one socket may run, and how long a frame may wait
 # for a client that stopped reading before the socket is closed.
 WS_MAX_STREAMS = env.int("WS_MAX_STREAMS", default=8)
