@@ -1,9 +1,11 @@
 from django.contrib import admin
+from django.contrib.auth.views import LogoutView
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from gateway import usage_views, views
+from gateway import playground, usage_views, views
 from gateway.jobs import views as job_views
+from pulse.admin_site import too_many_login_attempts
 
 handler400 = "gateway.errors.bad_request_view"
 handler403 = "gateway.errors.permission_denied_view"
@@ -32,5 +34,13 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[], authentication_classes=[]),
         name="docs",
     ),
+    path("playground/", playground.playground_view, name="playground"),
+    path("playground/jobs/<uuid:job_id>", playground.playground_job_view, name="playground-job"),
+    path(
+        "playground/login/",
+        playground.PlaygroundLoginView.as_view(too_many_attempts=too_many_login_attempts),
+        name="playground-login",
+    ),
+    path("playground/logout/", LogoutView.as_view(next_page="playground-login"), name="playground-logout"),
     path("admin/", admin.site.urls),
 ]
