@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from rest_framework import serializers
 
+from core.observability import REQUEST_ID_HEADER
 from gateway.chat_formats import Answered, ChatCall, Dialect, HotPathSerializer, StreamRenderer, sse, validated
 from gateway.chat_parts import IMAGE_TYPES, invalid
 from gateway.consumers import ChatConsumer, JsonApiConsumer
@@ -739,6 +740,11 @@ class MessagesConsumer(ChatConsumer):
 
     dialect = AnthropicDialect
     path = "/v1/messages"
+
+    def _begin(self) -> None:
+        super()._begin()
+        # The Anthropic SDKs read the request id from request-id (error.request_id, message._request_id).
+        self.common_headers["request-id"] = self.common_headers[REQUEST_ID_HEADER]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ vLLM and others take and OpenAI does not) and how complete the usage report is.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import replace
@@ -56,6 +57,8 @@ DONE = "[DONE]"
 # A thinking budget (Anthropic's way of asking for thought) as OpenAI's reasoning effort: the
 # effort for budgets below each bound, "high" above the last.
 EFFORT_BY_BUDGET = ((2048, "low"), (16384, "medium"))
+# The OpenAI models that take reasoning_effort: the o-series and GPT-5 (not its -chat snapshots).
+REASONING_MODEL = re.compile(r"^(o\d|gpt-5(?!(\.\d+)?-chat))")
 
 # What each image model takes (openai-python's image_generate_params / image_edit_params).
 GPT_IMAGE = ImageSpec(max_count=10, sizes=("1024x1024", "1536x1024", "1024x1536", "auto"), edits=True)
@@ -213,11 +216,15 @@ def wire_response_format(response_format: ResponseFormat | None) -> dict[str, An
     return {"type": "json_schema", "json_schema": schema | {"strict": response_format.strict}}
 
 
-def reasoning_effort(request: ChatRequest) -> str | None:
+def reasoning_effort(request: ChatRequest, model: str) -> str | None:
     """The effort asked for, else the one a thinking budget amounts to (below 2048 tokens "low",
-    below 16384 "medium", else "high"): OpenAI takes no budget in tokens."""
+    below 16384 "medium", else "high"): OpenAI takes no budget in tokens. A budget comes from an
+    Anthropic-style client (Claude Code thinks by default); a model that does not reason (gpt-4o)
+    refuses any effort, so there the budget is dropped rather than the request refused."""
     if request.reasoning_effort or request.thinking_budget is None:
         return request.reasoning_effort
+    if not REASONING_MODEL.match(model):
+        return None
     for bound, effort in EFFORT_BY_BUDGET:
         if request.thinking_budget < bound:
             return effort
@@ -316,17 +323,17 @@ class OpenAIClient(HttpProviderClient):
             **set_fields(**{self.token_limit_field: request.max_tokens}),
             **tool_fields(request),
             **choice_fields(request),
-            **self.sampling_fields(request),
+            **self.sampling_fields(request, model),
         }
 
-    def sampling_fields(self, request: ChatRequest) -> dict[str, Any]:
+    def sampling_fields(self, request: ChatRequest, model: str) -> dict[str, Any]:
         return set_fields(
             response_format=wire_response_format(request.response_format),
             seed=request.seed,
             user=request.user,
             presence_penalty=request.presence_penalty,
             frequency_penalty=request.frequency_penalty,
-            reasoning_effort=reasoning_effort(request),
+            reasoning_effort=reasoning_effort(request, model),
             top_k=request.top_k if self.takes_top_k else None,
         )
 

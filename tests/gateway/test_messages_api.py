@@ -101,6 +101,7 @@ def test_a_message_is_answered_in_anthropic_shape_through_each_provider(gateway,
     )
     assert (message.usage.input_tokens, message.usage.output_tokens) == (12, 2)
     assert raw.headers["x-pulse-provider"] == PROVIDER_OF[model]
+    assert raw.request_id == raw.headers["x-request-id"]  # the SDK's own request id, from request-id
     [row] = rows()
     assert message.id == "msg_" + row.request_id.removeprefix("req_") and row.endpoint == "/v1/messages"
     assert "Be brief." in json.dumps(sent(fake))  # the system text reached the provider in its own shape

@@ -297,6 +297,12 @@ async def test_a_thinking_budget_becomes_a_reasoning_effort(oai: FakeOpenAI, bud
     assert sent(oai)["reasoning_effort"] == effort
 
 
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4.1-mini", "gpt-5-chat-latest"])
+async def test_a_thinking_budget_is_dropped_for_a_model_that_does_not_reason(oai: FakeOpenAI, model: str) -> None:
+    await client_of(oai).complete(chat(ASK_WEATHER, thinking_budget=8000), model=model)
+    assert "reasoning_effort" not in oai.requests[0].json
+
+
 async def test_a_reasoning_effort_wins_over_a_thinking_budget(oai: FakeOpenAI) -> None:
     await client_of(oai).complete(chat(ASK_WEATHER, thinking_budget=30000, reasoning_effort="low"), model="o4-mini")
     assert sent(oai)["reasoning_effort"] == "low"
