@@ -647,6 +647,9 @@ class AnthropicStream(StreamRenderer):
 
     def delta(self, delta: ChatDelta) -> bytes:
         frames = b""
+        if delta.redacted_reasoning:  # a whole block: opened and closed at once
+            frames += self._open("redacted_thinking", {"type": "redacted_thinking", "data": delta.redacted_reasoning})
+            frames += self._close()
         if delta.reasoning:
             frames += self._into("thinking") + self._piece({"type": "thinking_delta", "thinking": delta.reasoning})
         if delta.reasoning_signature:

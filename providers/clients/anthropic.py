@@ -406,11 +406,12 @@ class MessageStream:
             return self.block_start(event["index"], event["content_block"])
         elif kind == "content_block_delta":
             return self.block_delta(event["index"], event["delta"])
-        # ping and content_block_stop carry nothing. A redacted_thinking block (complete in its
-        # content_block_start) is left out: ChatDelta has no field for encrypted thinking.
+        # ping and content_block_stop carry nothing.
         return None
 
     def block_start(self, index: int, block: dict[str, Any]) -> ChatDelta | None:
+        if block["type"] == "redacted_thinking":  # complete in its start: sent back as it came
+            return ChatDelta(redacted_reasoning=str(block["data"]))
         if block["type"] != "tool_use":
             return None
         if block["name"] == self.answered_by:

@@ -248,6 +248,7 @@ class ChatDelta:
     tool_calls: tuple[ToolCallDelta, ...] = ()
     reasoning: str = ""  # a piece of visible thinking
     reasoning_signature: str | None = None  # the signature that closes a thinking block
+    redacted_reasoning: str = ""  # a whole block of encrypted thinking (Anthropic's redacted_thinking data)
     logprobs: Any = None
 
     def produced_chars(self) -> int:

@@ -357,6 +357,24 @@ def test_redacted_thinking_comes_back_to_claude_as_the_data_it_was(gateway, live
     assert sent(fake)["messages"][1]["content"][0] == {"type": "redacted_thinking", "data": redacted.data}
 
 
+def test_streamed_redacted_thinking_comes_back_to_claude_as_the_data_it_was(gateway, live_key, fake_providers):
+    """Claude Code streams: a redacted block lost on the way would fail its next turn at Anthropic."""
+    fake, client = fake_providers["anthropic"], sdk(gateway, live_key)
+    fake.think("Withheld reasoning.", redacted=True)
+    fake.reply(tool_calls=[PARIS])
+    request: Any = {"model": CLAUDE, "max_tokens": 2048, "tools": [WEATHER], "thinking": THINKING}
+
+    with client.messages.stream(messages=ASK, **request) as stream:
+        first = stream.get_final_message()
+
+    redacted, call = first.content
+    assert redacted.type == "redacted_thinking" and redacted.data
+    fake.reply("Sunny.")
+    result: Any = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "21 C"}]}
+    client.messages.create(messages=[*ASK, {"role": "assistant", "content": first.content}, result], **request)
+    assert sent(fake)["messages"][1]["content"][0] == {"type": "redacted_thinking", "data": redacted.data}
+
+
 def test_a_thinking_budget_reaches_gemini_and_disabled_thinking_sends_none(gateway, live_key, fake_providers):
     client = sdk(gateway, live_key)
 
