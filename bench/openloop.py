@@ -1,0 +1,104 @@
+"""Open-loop load: requests started on a fixed schedule, each timed from when it was due.
+
+    .venv/bin/python bench/openloop.py URL --rate 400 --seconds 10 [--auth 'Bearer sk-...'] [--body JSON]
+        [--expected-s 1.0] [--timeout-s 11]
+
+Unlike a closed loop (wrk), a slow server does not slow the client down: request i is due at
+start + i / rate whatever happened to the others, and its latency runs from that moment, so time a
+request spent waiting for the client (or behind a stalled server) counts against the server.
+Prints one JSON object: target and achieved rate, errors by kind, latency percentiles and the same
+minus --expected-s (the upstream's own delay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+
+import aiohttp
+import uvloop
+
+
+def percentile(ordered: list[float], p: float) -> float | None:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else None
+
+
+async def call(session: aiohttp.ClientSession, url: str, headers: dict, body: bytes, due: float) -> tuple[str, float]:
+    try:
+        async with session.post(url, data=body, headers=headers) as response:
+            await response.read()
+            outcome = "ok" if response.status == 200 else f"http_{response.status}"
+    except TimeoutError:
+        outcome = "timeout"
+    except aiohttp.ClientError as error:
+        outcome = type(error).__name__
+    return outcome, time.perf_counter() - due
+
+
+async def open_loop(url: str, headers: dict, body: bytes, rate: float, seconds: float, timeout_s: float) -> dict:
+    count = int(rate * seconds)
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        tasks: list[asyncio.Task] = []
+        start = time.perf_counter() + 0.05  # perf_counter: uvloop's loop.time() ticks in whole milliseconds
+        lag = 0.0  # how late the client itself started requests (should stay near zero)
+        while len(tasks) < count:
+            now = time.perf_counter()
+            while len(tasks) < count and start + len(tasks) / rate <= now:
+                due = start + len(tasks) / rate
+                lag = max(lag, now - due)
+                tasks.append(asyncio.create_task(call(session, url, headers, body, due)))
+            if len(tasks) < count:
+                await asyncio.sleep(max(0.0, start + len(tasks) / rate - time.perf_counter()))
+        results = await asyncio.gather(*tasks)
+        finished = time.perf_counter()
+    outcomes = Counter(outcome for outcome, _ in results)
+    latencies = sorted(latency for outcome, latency in results if outcome == "ok")
+    return {
+        "count": count,
+        "outcomes": dict(outcomes),
+        "ok": outcomes["ok"],
+        "errors": count - outcomes["ok"],
+        "client_start_lag_ms": round(lag * 1000, 2),
+        "wall_s": round(finished - start, 3),
+        "latencies_s": latencies,
+    }
+
+
+def summarize(result: dict, rate: float, seconds: float, expected_s: float) -> dict:
+    latencies = result.pop("latencies_s")
+    # Achieved: answers per second of schedule, stretched when the last answer came late.
+    span = max(seconds, result["wall_s"] - expected_s)
+    result["target_rate"] = rate
+    result["achieved_rate"] = round(result["ok"] / span, 1)
+    for p in (50, 90, 99, 99.9):
+        value = percentile(latencies, p)
+        result[f"p{p:g}_ms"] = None if value is None else round(value * 1000, 2)
+        result[f"p{p:g}_added_ms"] = None if value is None else round((value - expected_s) * 1000, 2)
+    result["max_ms"] = round(latencies[-1] * 1000, 2) if latencies else None
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("url")
+    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--auth", default="")
+    parser.add_argument("--body", default='{"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}')
+    parser.add_argument("--expected-s", type=float, default=0.0, help="the upstream's delay, taken off 'added'")
+    parser.add_argument("--timeout-s", type=float, default=30.0)
+    args = parser.parse_args()
+    headers = {"Content-Type": "application/json"} | ({"Authorization": args.auth} if args.auth else {})
+    result = uvloop.run(open_loop(args.url, headers, args.body.encode(), args.rate, args.seconds, args.timeout_s))
+    json.dump(summarize(result, args.rate, args.seconds, args.expected_s), sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()
