@@ -38,5 +38,11 @@ lint: install-dev
 	$(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
+## Pulse (PostgreSQL, Redis, full pipeline) against LiteLLM proxy on a fast fake upstream: wrk, open loop,
+## streams, RSS, GC pauses; writes bench/results/latest.md (~12 minutes). BENCH_ARGS=--quick for a smoke run.
+bench: install
+	./bench/prepare.sh
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache .mypy_cache
