@@ -7,7 +7,7 @@ from django.urls import URLPattern, path
 
 from gateway.consumers import CHAT_CONSUMERS
 from gateway.jobs.consumers import JOB_CONSUMERS
-from gateway.messages_api import MESSAGES_CONSUMERS
+from gateway.messages import MESSAGES_CONSUMERS
 from gateway.ws import PATH as CHAT_SOCKET_PATH
 from gateway.ws import ChatSocket
 

@@ -19,7 +19,7 @@ from gateway.consumers import ChatCompletionsConsumer, ChatConsumer
 from gateway.jobs.consumers import ImageGenerateConsumer, VideoGenerateConsumer
 from gateway.jobs.requests import ImageGenerateRequest, VideoGenerateRequest
 from gateway.jobs.serializers import JobSerializer
-from gateway.messages_api import (
+from gateway.messages import (
     AnthropicMessages,
     AnthropicSystem,
     AnthropicToolChoice,

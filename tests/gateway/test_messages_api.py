@@ -15,7 +15,7 @@ import pytest
 
 from billing.models import UsageRecord
 from gateway.chat_formats import Answered
-from gateway.messages_api import AnthropicStream
+from gateway.messages import AnthropicStream
 from gateway.models import BlockedTerm
 from gateway.moderation.hooks.blocklist import reset_blocklist
 from providers.clients.base import ChatDelta, ToolCallDelta, Usage
