@@ -9,7 +9,10 @@ each is billed once for what it produced (open_stream's guarantee).
 Client -> server: {"type": "chat.request", "id", "model", "messages", ...}, {"type": "chat.cancel",
 "id"}, {"type": "jobs.subscribe"}, {"type": "image.request", "id", "model", "prompt", ...}.
 Server -> client: chat.delta, chat.done, error (the HTTP error envelope under "error"), job.created,
-job.update, jobs.subscribed.
+job.update, jobs.subscribed. Every chat.request ends with one chat.done or one error under its id; a
+stream the client canceled ends with chat.done whose finish_reason is "canceled", carrying what was
+billed, after which its id may be used again. A frame that is not a JSON object with a known type is
+answered with an error frame; the socket stays open.
 
 Credentials come with the handshake: `Authorization: Bearer <key>` (programs), or the Django session
 of a signed-in user whose page's Origin is one of ALLOWED_HOSTS (browsers cannot set headers on a
@@ -27,12 +30,13 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.http.request import split_domain_port, validate_host
+from django.http.request import validate_host
 from yarl import URL
 
 from billing.pricing import usd_text
@@ -46,8 +50,9 @@ from gateway.jobs.requests import parse_image
 from gateway.jobs.serializers import JobSerializer
 from gateway.jobs.services import submit
 from gateway.models import Job
-from gateway.pipeline import ChatStreaming, RequestContext, StreamInterrupted, open_stream
+from gateway.pipeline import ChatStreaming, MeteredStream, RequestContext, StreamInterrupted, open_stream
 from gateway.pipeline.admission import admit_principal, authenticate
+from providers.clients.base import Usage
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +60,36 @@ CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN_ORIGIN, CLOSE_TOO_SLOW = 4401, 4403, 4408
 PATH = "/ws/v1/chat"
 
 
-class SlowClient(asyncio.CancelledError):
+class ClientGone(asyncio.CancelledError):
+    """A frame could not be sent because the client has left: the stream that was sending ends as a
+    canceled one (billed CANCELED for what it produced), not as a failure of Pulse's."""
+
+
+class SlowClient(ClientGone):
     """The client did not take a frame within WS_SEND_TIMEOUT_S: as good as gone, so its streams end as
-    if it had left (billed CANCELED for what they produced)."""
+    if it had left."""
+
+
+NOT_JSON = object()  # decode_json's answer to a frame that does not parse
 
 
 class ChatSocket(AsyncJsonWebsocketConsumer):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.principal: Principal | None = None
-        self.streams: dict[str, asyncio.Task[None]] = {}
+        self.streams: dict[str, asyncio.Task[None]] = {}  # by the client's id, while the id is taken
+        self.tasks: set[asyncio.Task[None]] = set()  # every stream still running, to stop on the way out
+        self.canceled: set[asyncio.Task[None]] = set()  # streams the client asked to stop
         self.send_lock = asyncio.Lock()  # one frame at a time: concurrent streams queue here, not in memory
         self.closing = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # However the consumer ends (the client left, a bug, the server shutting down and canceling
+        # it), no stream outlives it: each is canceled, billed for what it produced, its upstream closed.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.stop_streams()
 
     # --- the handshake ----------------------------------------------------------
     async def connect(self) -> None:
@@ -96,8 +119,9 @@ class ChatSocket(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         await self.stop_streams()
 
-    async def stop_streams(self) -> None:
-        tasks = list(self.streams.values())
+    async def stop_streams(self, sparing: asyncio.Task[Any] | None = None) -> None:
+        """Cancel every stream but `sparing` (one already ending on its own) and wait for them."""
+        tasks = [task for task in self.tasks if task is not sparing]
         for task in tasks:
             task.cancel()  # each stream bills what it produced as CANCELED and closes its upstream call
         for task in tasks:
@@ -105,17 +129,23 @@ class ChatSocket(AsyncJsonWebsocketConsumer):
                 await task
 
     # --- frames from the client -----------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        # Channels' JSON consumer raises on a binary frame, which would end the socket and its streams.
+        await self.receive_json(await self.decode_json(text_data) if text_data else NOT_JSON)
+
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if self.principal is None:
             return  # closing: the credential was refused
-        kind = content.get("type") if isinstance(content, dict) else None
-        frame_id = str(content.get("id", "")) if isinstance(content, dict) else ""
+        if not isinstance(content, dict):
+            await self.send_error("", InvalidRequest("A frame is a JSON object with a type.", param="type"))
+            return
+        kind, frame_id = content.get("type"), str(content.get("id") or "")
         handler = {
             "chat.request": self.chat_request,
             "chat.cancel": self.chat_cancel,
             "jobs.subscribe": self.jobs_subscribe,
             "image.request": self.image_request,
-        }.get(kind or "")
+        }.get(kind if isinstance(kind, str) else "")
         if handler is None:
             await self.send_error(frame_id, InvalidRequest(f"Unknown frame type {kind!r}.", param="type"))
             return
@@ -125,7 +155,7 @@ class ChatSocket(AsyncJsonWebsocketConsumer):
         try:
             return await super().decode_json(text_data)
         except ValueError:
-            return {"type": None}  # answered as an unknown frame
+            return NOT_JSON
 
     async def chat_request(self, frame_id: str, content: dict[str, Any]) -> None:
         if not frame_id:
@@ -146,11 +176,23 @@ class ChatSocket(AsyncJsonWebsocketConsumer):
             body = {key: value for key, value in content.items() if key not in ("type", "id")}
             task = asyncio.create_task(self.run_stream(frame_id, body))
             self.streams[frame_id] = task
-            task.add_done_callback(lambda _: self.streams.pop(frame_id, None))
+            self.tasks.add(task)
+            task.add_done_callback(lambda _: self.stream_ended(frame_id, task))
+
+    def free_id(self, frame_id: str, task: asyncio.Task[None]) -> None:
+        """The id may be used again (unless a newer stream already took it)."""
+        if self.streams.get(frame_id) is task:
+            del self.streams[frame_id]
+
+    def stream_ended(self, frame_id: str, task: asyncio.Task[None]) -> None:
+        self.free_id(frame_id, task)
+        self.tasks.discard(task)
+        self.canceled.discard(task)
 
     async def chat_cancel(self, frame_id: str, content: dict[str, Any]) -> None:
-        task = self.streams.get(frame_id)
+        task = self.streams.get(frame_id)  # None: already ended (a cancel racing its chat.done)
         if task is not None:
+            self.canceled.add(task)
             task.cancel()
 
     # --- one stream ---------------------------------------------------------------
@@ -158,6 +200,7 @@ class ChatSocket(AsyncJsonWebsocketConsumer):
         request_id = new_request_id()
         bind_request_id(request_id)
         assert self.principal is not None
+        stream: MeteredStream | None = None
         try:
             await admit_principal(self.principal)
             call = PulseDialect.parse(body | {"stream": True})
@@ -173,33 +216,37 @@ class ChatSocket(AsyncJsonWebsocketConsumer):
                 except StreamInterrupted as interrupted:
                     await self.send_error(frame_id, interrupted)
                     return
-                await self.send_frame(
-                    {
-                        "type": "chat.done",
-                        "id": frame_id,
-                        "request_id": request_id,
-                        "model": call.model,
-                        "provider": stream.candidate.provider.name,
-                        "finish_reason": stream.finish_reason,
-                        "usage": PulseDialect.usage(stream.usage),
-                        "cost_usd": usd_text(stream.cost_usd),
-                    }
-                )
-        except asyncio.CancelledError:  # canceled, the client left, or stopped reading (SlowClient)
-            raise
+            # Billed and its upstream response closed: the id is free before the client hears so, and
+            # a chat.cancel from now on finds nothing to cancel.
+            self.free_id(frame_id, self.current_task())
+            await self.send_frame(done_frame(frame_id, request_id, body.get("model"), stream, stream.finish_reason))
+        except asyncio.CancelledError:  # canceled, the client left (ClientGone), or stopped reading (SlowClient)
+            if self.current_task() not in self.canceled or self.closing:
+                raise
+            # The client's chat.cancel: open_stream has billed what was produced (CANCELED).
+            with contextlib.suppress(ClientGone):
+                await self.send_frame(done_frame(frame_id, request_id, body.get("model"), stream, "canceled"))
         except Exception as exc:
             error = as_api_error(exc)
             if error.status >= 500 and error is not exc:
                 logger.exception("unhandled error in a WebSocket stream")
             await self.send_error(frame_id, error)
 
+    @staticmethod
+    def current_task() -> asyncio.Task[Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        return task
+
     # --- media jobs -------------------------------------------------------------
     async def jobs_subscribe(self, frame_id: str, content: dict[str, Any]) -> None:
         assert self.principal is not None
         # The group is the user's own: updates of anyone else's jobs never reach this socket.
-        await self.channel_layer.group_add(owner_group(self.principal.user_id), self.channel_name)
-        self.groups.append(owner_group(self.principal.user_id))  # left on disconnect
-        await self.send_frame({"type": "jobs.subscribed", "id": frame_id})
+        group = owner_group(self.principal.user_id)
+        await self.channel_layer.group_add(group, self.channel_name)
+        if group not in self.groups:
+            self.groups.append(group)  # left on disconnect
+        await self.send_reply({"type": "jobs.subscribed", "id": frame_id})
 
     async def image_request(self, frame_id: str, content: dict[str, Any]) -> None:
         assert self.principal is not None
@@ -207,7 +254,7 @@ class ChatSocket(AsyncJsonWebsocketConsumer):
             await admit_principal(self.principal)
             body = {key: value for key, value in content.items() if key not in ("type", "id")}
             job = await submit(parse_image(body), self.principal, "/v1/images/generate")
-            await self.send_frame({"type": "job.created", "id": frame_id, "job": await job_json(job)})
+            await self.send_reply({"type": "job.created", "id": frame_id, "job": await job_json(job)})
         except Exception as exc:
             await self.send_error(frame_id, as_api_error(exc))
 
@@ -217,31 +264,62 @@ class ChatSocket(AsyncJsonWebsocketConsumer):
         job_id, user_id = event["job"]["id"], self.principal.user_id
         job = await Job.objects.filter(pk=uuid.UUID(str(job_id)), user_id=user_id).afirst()
         if job is not None:
-            await self.send_frame({"type": "job.update", "job": await job_json(job)})
+            await self.send_reply({"type": "job.update", "job": await job_json(job)})
 
     # --- sending ----------------------------------------------------------------
     async def send_frame(self, frame: dict[str, Any]) -> None:
         """One frame, waiting for the client to take it; a client that does not within
-        WS_SEND_TIMEOUT_S is disconnected (SlowClient ends the stream that was sending)."""
-        if self.closing:
-            raise SlowClient()
+        WS_SEND_TIMEOUT_S is disconnected (SlowClient ends the stream that was sending), and one that
+        has left ends it with ClientGone."""
         async with self.send_lock:
+            if self.closing:  # checked once the lock is ours: the sender before may have given up
+                raise SlowClient()
             try:
                 await asyncio.wait_for(self.send_json(frame), settings.WS_SEND_TIMEOUT_S)
-            except TimeoutError:
+            except TimeoutError:  # (an OSError too: first)
                 self.closing = True
                 logger.warning("closing a WebSocket whose client stopped reading")
-                asyncio.get_running_loop().create_task(self.drop_slow_client())
+                task = asyncio.get_running_loop().create_task(self.drop_slow_client(self.current_task()))
+                background.add(task)  # a reference, so the task is not collected before it runs
+                task.add_done_callback(background.discard)
                 raise SlowClient() from None
+            except OSError:  # the server's word for a socket already closed (uvicorn's ClientDisconnected)
+                raise ClientGone() from None
 
-    async def drop_slow_client(self) -> None:
+    async def send_reply(self, frame: dict[str, Any]) -> None:
+        """A frame that ends nothing when it cannot be sent (an error, a job's news): a client too slow
+        for it is being disconnected already, one that has left is gone, and the consumer goes on to
+        hear so."""
+        with contextlib.suppress(ClientGone):
+            await self.send_frame(frame)
+
+    async def drop_slow_client(self, sender: asyncio.Task[Any]) -> None:
+        # The streams first: each is billed and its upstream closed whether or not the close frame
+        # ever gets through (it waits behind the frames the client is not reading). The sender that
+        # timed out is ending already, with its SlowClient.
+        await self.stop_streams(sparing=sender)
         with contextlib.suppress(Exception):
             await self.close(code=CLOSE_TOO_SLOW, reason="the client stopped reading")
-        await self.stop_streams()
 
     async def send_error(self, frame_id: str, error: ApiError) -> None:
-        with contextlib.suppress(SlowClient):
-            await self.send_frame({"type": "error", "id": frame_id, "error": error.body()["error"]})
+        await self.send_reply({"type": "error", "id": frame_id, "error": error.body()["error"]})
+
+
+background: set[asyncio.Task[None]] = set()
+
+
+def done_frame(frame_id: str, request_id: str, model: Any, stream: MeteredStream | None, finish: str) -> dict[str, Any]:
+    """The stream's last frame: what it produced, as billed (nothing when it was canceled before opening)."""
+    return {
+        "type": "chat.done",
+        "id": frame_id,
+        "request_id": request_id,
+        "model": model,
+        "provider": stream.candidate.provider.name if stream else None,
+        "finish_reason": finish,
+        "usage": PulseDialect.usage(stream.usage if stream else Usage()),
+        "cost_usd": usd_text(stream.cost_usd if stream else Decimal(0)),
+    }
 
 
 @database_sync_to_async
@@ -253,8 +331,10 @@ def job_json(job: Job) -> dict[str, Any]:
 def allowed_origin(origin: str) -> bool:
     """Whether a browser page's Origin is one of this deployment's hosts (a page elsewhere must not
     drive a signed-in user's socket: cross-site WebSocket hijacking)."""
-    if not origin:
+    try:
+        host = (URL(origin).host or "") if origin else ""
+    except ValueError:  # not a URL at all
         return False
-    host = URL(origin).host or ""
-    domain, _ = split_domain_port(host)
-    return validate_host(domain or host, settings.ALLOWED_HOSTS)
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address, written as ALLOWED_HOSTS writes it
+    return bool(host) and validate_host(host, settings.ALLOWED_HOSTS)
