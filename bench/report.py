@@ -284,6 +284,9 @@ def render(results: dict, args: argparse.Namespace) -> str:
         table(["figure", "Pulse (full pipeline)", "LiteLLM proxy", "target", "result"], summary_rows(results)),
         "",
     ]
+    if results.get("interference"):
+        warning = "; ".join(results["interference"])
+        out[2:2] = [f"**Void: something else used the bench database during this run: {warning}.**", ""]
     out += run_tables(results) + gc_section(results) + setup_section(results) + ["## Versions", ""]
     out += [table(["what", "version"], results["versions"].items()), ""]
     return "\n".join(out)

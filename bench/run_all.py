@@ -245,12 +245,14 @@ def main() -> None:
     work = stack.ROOT / "var" / "bench" / time.strftime("%Y%m%d-%H%M%S")
     if args.out is None:
         args.out = work / "report.md" if args.quick else stack.BENCH / "results" / "latest.md"
-    bench, started = Bench(args, work), time.monotonic()
+    stack.hold_bench_lock()  # before the clock starts: waiting for another run is not part of this one
+    bench, started, wall_start = Bench(args, work), time.monotonic(), time.time()
     try:
         bench.start()
         for step in (bench.fake_throughput, bench.throughput, bench.latency, bench.ttft, bench.open_loop):
             step()
         bench.held_streams()
+        bench.results["interference"] = stack.foreign_changes(bench.fake, wall_start)
     finally:
         bench.stop()
     bench.results["total_s"] = round(time.monotonic() - started)

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -134,23 +135,68 @@ def configure_fake(fake: Server, **settings: float) -> None:
 
 # ---- Pulse ----------------------------------------------------------------------------------
 
+POSTGRES = "postgres://postgres@127.0.0.1:5432"
 PULSE_DATABASE = "pulse_bench"
+# Redis database of the bench's own: rate-limit windows, circuit-breaker state and snapshot versions
+# are shared through Redis, so a Pulse of somebody else's on the same database would steer this one.
+PULSE_REDIS = "redis://127.0.0.1:6379/12"
+LOCK_KEY = 0x70756C7365  # pg_advisory_lock key: "pulse"
 
 
-def ensure_database(server_url: str, name: str) -> None:
+_lock: Any = None  # the connection that holds the lock, open until this process ends
+
+
+def hold_bench_lock(wait_s: float = 1800.0) -> None:
+    """One benchmark at a time on this machine. Two at once would share the bench database (the second's
+    sync_providers repoints the first's Pulse at its own fake upstream) and fight over two cores; so
+    whoever prepares Pulse (bench/run_all.py, bench/ws_bench.py) takes a PostgreSQL advisory lock and
+    keeps it until its process ends, and the next one waits for it."""
+    global _lock
+    if _lock is not None:
+        return
     import psycopg
 
-    with psycopg.connect(f"{server_url}/postgres", autocommit=True) as connection:
+    connection = psycopg.connect(f"{POSTGRES}/postgres", autocommit=True)
+    deadline = time.monotonic() + wait_s
+    while not connection.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()[0]:  # type: ignore[index]
+        if time.monotonic() > deadline:
+            raise SystemExit(f"another benchmark held the lock for {wait_s:.0f} s; giving up")
+        print("another benchmark is running; waiting for it to end", flush=True)
+        time.sleep(10)
+    _lock = connection
+
+
+def ensure_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
         if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
             connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def foreign_changes(fake: Server, started: float) -> list[str]:
+    """What someone else did to the bench database during the run (it voids the figures)."""
+    import psycopg
+
+    problems = []
+    with psycopg.connect(f"{POSTGRES}/{PULSE_DATABASE}", autocommit=True) as connection:
+        urls = [row[0] for row in connection.execute("SELECT base_url FROM providers_provider WHERE kind = 'openai'")]
+        if urls != [fake.base_url + "/v1"]:
+            problems.append(f"the openai provider's base URL changed to {urls} (another sync_providers)")
+        keys = connection.execute(
+            "SELECT count(*) FROM gateway_apikey WHERE created_at > to_timestamp(%s)", [started]
+        ).fetchone()
+        if keys and keys[0] > 1:
+            problems.append(f"{keys[0] - 1} more API keys were created in the bench database during the run")
+    return problems
 
 
 def pulse_env(fake: Server, var_dir: Path, gc_dir: Path) -> dict[str, str]:
     """Pulse's settings as a production deployment has them, pointed at the fake upstream."""
     keep = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL", "_API_TOKEN"))}
     return keep | {
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{PULSE_DATABASE}",
-        "REDIS_URL": "redis://127.0.0.1:6379/13",
+        "DATABASE_URL": f"{POSTGRES}/{PULSE_DATABASE}",
+        "REDIS_URL": PULSE_REDIS,
         "OPENAI_API_KEY": "sk-bench-upstream",
         "OPENAI_BASE_URL": fake.base_url + "/v1",
         "RATE_LIMIT": "1000000000/60s",
@@ -170,7 +216,9 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 def prepare_pulse(env: dict[str, str]) -> str:
     """Migrate the bench database, sync providers from the environment, and return a new API key."""
-    ensure_database("postgres://postgres@127.0.0.1:5432", PULSE_DATABASE)
+    hold_bench_lock()
+    ensure_database(PULSE_DATABASE)
+    subprocess.run(["redis-cli", "-u", PULSE_REDIS, "FLUSHDB"], check=True, capture_output=True)  # no stale breaker
     manage(env, "migrate", "--noinput", "-v", "0")
     manage(env, "sync_providers")
     return manage(env, "create_api_key", "bench-gateway").strip().splitlines()[-1]
