@@ -9,7 +9,7 @@ Nano Banana (the gemini-*-image models) answers on the same generateContent, one
 call, as base64 `inlineData` parts. Veo is a long-running operation: `:predictLongRunning`
 answers an operation name, polled with GET until `done`; its video is a URL on the API's
 host that redirects to storage. The facts behind the Veo requests (extension included) are
-written down, with their sources, at the top of the Veo part of tests/fakes/gemini.py.
+written down, with their sources, at the top of tests/fakes/gemini/videos.py.
 """
 
 from __future__ import annotations
