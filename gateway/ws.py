@@ -33,6 +33,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -90,6 +91,15 @@ class ChatSocket(AsyncJsonWebsocketConsumer):
             await super().__call__(scope, receive, send)
         finally:
             await self.stop_streams()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' dispatch first closes stale database connections through a thread hop, on every
+        # frame; as in gateway/consumers.py, the database is reached only through
+        # database_sync_to_async, which does that itself (and websocket_disconnect does it at the end).
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # --- the handshake ----------------------------------------------------------
     async def connect(self) -> None:
@@ -262,7 +272,7 @@ class ChatSocket(AsyncJsonWebsocketConsumer):
         """A job of this user changed (gateway.jobs.queue.notify): its current state, read fresh."""
         assert self.principal is not None
         job_id, user_id = event["job"]["id"], self.principal.user_id
-        job = await Job.objects.filter(pk=uuid.UUID(str(job_id)), user_id=user_id).afirst()
+        job = await database_sync_to_async(Job.objects.filter(pk=uuid.UUID(str(job_id)), user_id=user_id).first)()
         if job is not None:
             await self.send_reply({"type": "job.update", "job": await job_json(job)})
 
