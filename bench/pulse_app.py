@@ -10,7 +10,6 @@ tell which phase it fell in). Product code knows nothing of it.
 
 from __future__ import annotations
 
-import atexit
 import gc
 import json
 import os
@@ -49,16 +48,29 @@ class GcProbe:
         self.last_write = time.perf_counter()
         self.path.write_text(json.dumps(self.stats))
 
-    def at_exit(self) -> None:
-        self.stats["tracked_objects_at_exit"] = len(gc.get_objects())  # what a full collection has to walk
+    def at_shutdown(self) -> None:
+        self.stats["tracked_objects_at_shutdown"] = len(gc.get_objects())  # what a full collection walks
+        self.stats["frozen_objects"] = gc.get_freeze_count()  # what none does (pulse/lifespan.py)
         self.write()
 
 
+probe: GcProbe | None = None
 if directory := os.environ.get("BENCH_GC_DIR"):
     probe = GcProbe(Path(directory) / f"gc-{os.getpid()}.json")
     gc.callbacks.append(probe)
-    atexit.register(probe.at_exit)
 
-from pulse.asgi import application  # noqa: E402 - the probe is in place before Django's start-up allocates
+from pulse.asgi import application as pulse_application  # noqa: E402 - the probe is in place before Django starts
 
-__all__ = ["application"]
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """pulse.asgi's application; with the probe on, the worker's last figures are written when its
+    lifespan ends (uvicorn re-raises SIGTERM after a graceful shutdown, so atexit would never run)."""
+    if probe is None or scope["type"] != "lifespan":
+        return await pulse_application(scope, receive, send)
+
+    async def send_and_record(message: dict[str, Any]) -> None:
+        if message["type"] == "lifespan.shutdown.complete":
+            probe.at_shutdown()
+        await send(message)
+
+    return await pulse_application(scope, receive, send_and_record)

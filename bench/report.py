@@ -247,24 +247,26 @@ def gc_section(results: dict) -> list[str]:
     out = ["## Garbage collection in the Pulse workers (gc.callbacks, bench/pulse_app.py)", ""]
     names = {pid: name for name, pids in results["pids"].items() for pid in pids}
     rows = [
-        (
-            names.get(w["pid"], w["pid"]),
-            w["pid"],
-            " / ".join(map(str, w["collections"])),
-            f"{w['total_ms']:.0f}",
-            f"{w['max_ms']:.1f}",
-            len(w["long_pauses"]),
-        )
+        (names.get(w["pid"], w["pid"]), w["pid"], " / ".join(map(str, w["collections"])))
+        + (f"{w['total_ms']:.0f}", f"{w['max_ms']:.1f}", len(w["long_pauses"]))
+        + (w.get("tracked_objects_at_shutdown", "?"), w.get("frozen_objects", "?"))
         for w in results["gc"]
     ]
-    out += [table(["worker", "pid", "collections gen 0 / 1 / 2", "total ms", "longest ms", "over 10 ms"], rows), ""]
-    for worker in results["gc"]:
-        for pause in worker["long_pauses"]:
-            phase = next(
-                (p["name"] for p in results["phases"] if p["start"] <= pause["at"] <= p["end"]), "between phases"
-            )
-            out.append(f"- pid {worker['pid']}: {pause['ms']} ms, generation {pause['generation']}, during: {phase}")
+    headers = ["worker", "pid", "collections gen 0 / 1 / 2", "total ms", "longest ms", "over 10 ms"]
+    out += [table([*headers, "tracked objects at shutdown", "frozen objects"], rows), "", "Pauses over 10 ms:", ""]
+    for p in long_gc_pauses(results):
+        line = f"- pid {p['pid']}: {p['ms']} ms, generation {p['generation']}, {p['collected']:,} objects freed"
+        out.append(f"{line}, during: {p['phase']}")
     return out + [""]
+
+
+def log_section(results: dict) -> list[str]:
+    out = ["## Pulse's own warnings and errors (its log, by message)", ""]
+    problems = results.get("pulse_log") or []
+    if not problems:
+        return [*out, "None.", ""]
+    rows = [(p["log"], p["level"], p["logger"], p["message"], p["count"], "; ".join(p["phases"])) for p in problems]
+    return [*out, table(["log", "level", "logger", "message", "count", "during"], rows), ""]
 
 
 def render(results: dict, args: argparse.Namespace) -> str:
@@ -287,7 +289,8 @@ def render(results: dict, args: argparse.Namespace) -> str:
     if results.get("interference"):
         warning = "; ".join(results["interference"])
         out[2:2] = [f"**Void: something else used the bench database during this run: {warning}.**", ""]
-    out += run_tables(results) + gc_section(results) + setup_section(results) + ["## Versions", ""]
+    out += run_tables(results) + gc_section(results) + log_section(results) + setup_section(results)
+    out += ["## Versions", ""]
     out += [table(["what", "version"], results["versions"].items()), ""]
     return "\n".join(out)
 

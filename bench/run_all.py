@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -150,6 +151,28 @@ class Bench:
                 server.stop()
         self.results["gc"] = [json.loads(path.read_text()) for path in sorted((self.work / "gc").glob("gc-*.json"))]
         self.results["phases"] = self.phases
+        self.results["pulse_log"] = self.log_problems()
+
+    def log_problems(self) -> list[dict]:
+        """Pulse's own warnings and errors (its JSON log lines), counted by message, with their phases."""
+        found: dict[tuple, dict] = {}
+        for path in sorted((self.work / "logs").glob("pulse_*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # uvicorn's own plain lines
+                if record.get("level") not in ("WARNING", "ERROR", "CRITICAL"):
+                    continue
+                message = re.sub(r"req_[0-9a-f]+", "req_*", str(record.get("message")))[:200]
+                key = (path.stem, record["level"], record.get("logger", ""), message)
+                entry = found.setdefault(key, {"count": 0, "phases": []})
+                entry["count"] += 1
+                at = time.mktime(time.strptime(record["time"][:19], "%Y-%m-%d %H:%M:%S"))  # logging's local time
+                phase = next((p["name"] for p in self.phases if p["start"] - 1 <= at <= p["end"] + 1), "between phases")
+                if phase not in entry["phases"]:
+                    entry["phases"].append(phase)
+        return [dict(zip(("log", "level", "logger", "message"), key, strict=True)) | v for key, v in found.items()]
 
     # ---- the figures --------------------------------------------------------------------
 
