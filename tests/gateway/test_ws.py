@@ -43,18 +43,11 @@ WAIT_S = 3.0  # the longest any frame may take here: every test is a few hundred
 @pytest.fixture(autouse=True)
 async def _close_loop_resources():
     """Each async test runs on its own event loop: close what it pooled there (the aiohttp session,
-    the PostgreSQL and Redis pools), as a worker does at shutdown."""
+    the PostgreSQL and Redis pools), as a worker does at shutdown. (channels-redis closes its own
+    pool for the loop when the loop closes.)"""
     yield
-    await close_channel_layer()
     await run_shutdown_hooks()
     await sync_to_async(connections.close_all)()
-
-
-async def close_channel_layer() -> None:
-    """channels-redis keeps a connection pool per event loop: close this test's."""
-    close_pools = getattr(get_channel_layer(), "close_pools", None)
-    if close_pools is not None:
-        await close_pools()
 
 
 # --- the socket ---------------------------------------------------------------------------------
@@ -499,7 +492,7 @@ async def deliver_to_group(user_id: int, job: Job) -> None:
 
 
 @pytest.fixture
-async def cross_process_layer(settings, request):
+def cross_process_layer(settings, request) -> None:
     """A channel layer that carries a worker's news to the web process: Redis. The in-memory layer
     only serves one process (and one event loop), so the embedded run borrows a local Redis here,
     and is skipped without one."""
@@ -512,8 +505,6 @@ async def cross_process_layer(settings, request):
                 "CONFIG": {"hosts": [{"address": url, "socket_timeout": 10}], "prefix": "pulse:test:channels"},
             }
         }
-    yield
-    await close_channel_layer()  # while the setting still names it
 
 
 async def test_an_image_requested_on_the_socket_reports_its_progress(
