@@ -11,6 +11,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import IntegrityError, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 
@@ -81,9 +82,16 @@ def _insert_sql() -> str:
     return str(sql)
 
 
+@functools.cache
+def _prep_connection() -> BaseDatabaseWrapper:
+    """A connection wrapper for preparing values only (never connected). connections["default"]
+    would make a new wrapper per request in async code (a context-local), each one cyclic garbage."""
+    return connections.create_connection("default")
+
+
 def _insert_params(event: UsageEvent) -> list[Any]:
     """The row's values as Django would send them (JSON adapted, defaults applied)."""
-    connection = connections["default"]
+    connection = _prep_connection()
     row = UsageRecord(**event.__dict__)
     return [field.get_db_prep_save(field.pre_save(row, add=True), connection) for field in _INSERT_FIELDS]
 
@@ -155,12 +163,12 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
 async def _insert_rows(rows: list[list[Any]]) -> None:
     pool = await async_pool()
     assert pool is not None
-    async with pool.connection() as connection:  # one transaction: commits when the block ends
+    async with pool.connection() as connection:  # an autocommit connection (core.pg)
         if len(rows) == 1:
-            await connection.execute(_insert_sql(), rows[0])
+            await connection.execute(_insert_sql(), rows[0])  # one round trip: no BEGIN, no COMMIT
             return
-        async with connection.cursor() as cursor:
-            await cursor.executemany(_insert_sql(), rows)  # pipelined: one round trip for the batch
+        async with connection.transaction(), connection.cursor() as cursor:
+            await cursor.executemany(_insert_sql(), rows)  # pipelined, one commit for the batch
 
 
 _writers: PerLoop[GroupCommit] = PerLoop(GroupCommit)

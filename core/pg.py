@@ -26,6 +26,9 @@ def is_postgresql() -> bool:
 async def _open_pool() -> AsyncConnectionPool:
     params = dict(connections["default"].get_connection_params())
     params.pop("cursor_factory", None)  # Django's sync cursor class; the async connection has its own
+    # Autocommit: the one INSERT of a lone row is its own transaction, one round trip rather than
+    # BEGIN, INSERT, COMMIT; a batch opens its transaction itself.
+    params["autocommit"] = True
     pool = AsyncConnectionPool(
         kwargs=params, min_size=1, max_size=settings.DATABASE_POOL_SIZE, timeout=5, open=False, name="pulse-async"
     )

@@ -142,7 +142,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "pulse:channels"},
+            # redis-py 8 reads with a 5 s timeout by default, as long as channels-redis's blocking
+            # receive waits: an idle socket's consumer would crash at 5 s (channels_redis#422).
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}], "prefix": "pulse:channels"},
         }
     }
     # django-ratelimit (the admin login) only recognises memcached and django-redis backends and
@@ -252,7 +254,7 @@ MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=20 * 1024 * 1
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 # The garbage collector's generation thresholds in a worker, set after start-up (pulse/lifespan.py).
-GC_THRESHOLDS = tuple(env.list("GC_THRESHOLDS", cast=int, default=[50_000, 20, 100]))
+GC_THRESHOLDS = tuple(env.list("GC_THRESHOLDS", cast=int, default=[15_000, 20, 100]))
 
 # WebSocket chat (/ws/v1/chat): concurrent streams one socket may run, and how long a frame may wait
 # for a client that stopped reading before the socket is closed.

@@ -538,12 +538,6 @@ async def test_an_image_request_refused_is_an_error_frame(live_key, fake_provide
 
 
 # --- the channel layer in production ------------------------------------------------------------
-@pytest.mark.xfail(
-    condition=bool(settings.REDIS_URL),
-    strict=True,
-    reason="pulse/settings.py gives channels-redis redis-py 8's default 5 s socket timeout, the same as its "
-    "5 s blocking receive: remove this mark once CHANNEL_LAYERS sets a longer socket_timeout",
-)
 def test_the_channel_layer_waits_for_redis_longer_than_its_blocking_receive():
     """channels-redis receives with BZPOPMIN, which blocks up to brpop_timeout seconds. A client socket
     timeout no longer than that ends every socket idle for ~5 s with redis TimeoutError (close 1011), and
