@@ -56,6 +56,16 @@ RATE_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\d+)?\s*(s|m|h)?\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, None: 1}
 
 
+def redis_channel_layer(url: str) -> dict:
+    """The channel layer on Redis (channels-redis). redis-py 8 reads with a 5 s timeout by default,
+    as long as channels-redis's blocking receive waits: an idle socket's consumer would then crash
+    at 5 s (channels_redis#422), so its connections wait longer."""
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": url, "socket_timeout": 10}], "prefix": "pulse:channels"},
+    }
+
+
 def rate_limit(value: str, *, variable: str = "RATE_LIMIT") -> tuple[int, int]:
     """(requests, window seconds) from '60/60s', '100/m' or '1000/1h'."""
     match = RATE_PATTERN.match(value)

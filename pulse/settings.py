@@ -139,14 +139,7 @@ if REDIS_URL:
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
     }
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # redis-py 8 reads with a 5 s timeout by default, as long as channels-redis's blocking
-            # receive waits: an idle socket's consumer would crash at 5 s (channels_redis#422).
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}], "prefix": "pulse:channels"},
-        }
-    }
+    CHANNEL_LAYERS = {"default": config.redis_channel_layer(REDIS_URL)}
     # django-ratelimit (the admin login) only recognises memcached and django-redis backends and
     # warns about any other; Django's own RedisCache is just as fit: shared, and incr is atomic in Redis.
     SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]

@@ -20,6 +20,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from channels_redis.core import RedisChannelLayer  # type: ignore[import-untyped]
 from channels_redis.utils import create_pool  # type: ignore[import-untyped]
 from django.conf import settings
 from django.db import connections
@@ -33,6 +34,7 @@ from gateway.models import BlockedTerm, Job
 from gateway.moderation.hooks.blocklist import reset_blocklist
 from gateway.ws import PATH, allowed_origin
 from pulse.asgi import application
+from pulse.config import redis_channel_layer
 from tests.helpers import MESSAGES
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -541,10 +543,10 @@ async def test_an_image_request_refused_is_an_error_frame(live_key, fake_provide
 def test_the_channel_layer_waits_for_redis_longer_than_its_blocking_receive():
     """channels-redis receives with BZPOPMIN, which blocks up to brpop_timeout seconds. A client socket
     timeout no longer than that ends every socket idle for ~5 s with redis TimeoutError (close 1011), and
-    makes each consumer linger up to 5 s after its client has left."""
-    layer = get_channel_layer()
-    if not hasattr(layer, "brpop_timeout"):
-        pytest.skip("the in-memory channel layer blocks on nothing")
+    makes each consumer linger up to 5 s after its client has left. The layer production configures,
+    whichever layer this run uses."""
+    conf = redis_channel_layer("redis://127.0.0.1:6379/0")
+    layer = RedisChannelLayer(**conf["CONFIG"])
     for host in layer.hosts:
         pool = create_pool(host)
         timeout = pool.connection_class(**pool.connection_kwargs).socket_timeout

@@ -166,7 +166,7 @@ def test_an_admin_hands_prices_back_to_the_table_by_ticking_the_box(hosted, clie
 
 def test_the_migration_marks_routes_still_at_a_shipped_price_and_no_others():
     migration = importlib.import_module("providers.migrations.0005_route_prices_from_table")
-    provider = Provider.objects.create(name="openai", kind="openai", base_url="https://api.openai.com/v1")
+    provider = Provider.objects.create(name="openai", kind="openai", base_url="http://127.0.0.1:9/v1")
     rows = {
         # created before cache prices existed, never edited
         "gpt-4o": {"input_usd_per_mtok": Decimal("2.5"), "output_usd_per_mtok": Decimal("10")},
