@@ -98,3 +98,46 @@ def test_a_caller_that_leaves_still_gets_its_row_written(user, batches):
     asyncio.run(leave_early())
 
     assert UsageRecord.objects.count() == 3
+
+
+def test_a_row_written_on_the_loop_is_the_row_the_orm_writes(user, batches):
+    """The async path builds its values from the event, not a model instance: every field must land
+    in its column exactly as the ORM path (ledger_record_usage) puts it."""
+    fields = {
+        "user_id": user.pk,
+        "api_key_id": None,
+        "model": "claude-x",
+        "status": "blocked",
+        "endpoint": "/v1/messages",
+        "route": "claude-*",
+        "provider": "anthropic",
+        "upstream_model": "claude-x-1",
+        "modality": "chat",
+        "input_tokens": 11,
+        "output_tokens": 12,
+        "cached_input_tokens": 3,
+        "cache_write_input_tokens": 4,
+        "cache_write_1h_input_tokens": 5,
+        "reasoning_tokens": 6,
+        "images": 1,
+        "video_seconds": Decimal("1.500"),
+        "usage_estimated": True,
+        "cost_usd": Decimal("0.00012345"),
+        "error_code": "content_policy_violation",
+        "attempts": [{"provider": "openai", "error": "upstream_error", "status": 503}],
+        "latency_ms": 42,
+    }
+    assert set(fields) | {"request_id"} == set(UsageEvent.__dataclass_fields__)  # every field is covered
+
+    async def write_on_the_loop():
+        await aledger_record_usage(UsageEvent(request_id="req_loop", **fields))
+        await close_async_pool()
+
+    asyncio.run(write_on_the_loop())
+    ledger.ledger_record_usage(UsageEvent(request_id="req_orm", **fields))
+
+    columns = [f.attname for f in UsageRecord._meta.concrete_fields if f.attname not in ("id", "request_id")]
+    on_loop, by_orm = (UsageRecord.objects.values(*columns).get(request_id=r) for r in ("req_loop", "req_orm"))
+    assert batches == [1]
+    assert on_loop.pop("created_at") <= by_orm.pop("created_at")
+    assert on_loop == by_orm == {**fields, "user_id": user.pk}
