@@ -7,12 +7,12 @@ and mid-stream errors in its own format.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
 
+import orjson
 from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import BindingDict
 
@@ -207,8 +207,8 @@ def answer_message(content: str, tool_calls: tuple[ToolCall, ...]) -> dict[str, 
 
 
 def sse(data: Any, event: str | None = None) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return (f"event: {event}\n" if event else "").encode() + f"data: {payload}\n\n".encode()
+    payload = data.encode() if isinstance(data, str) else orjson.dumps(data)
+    return (f"event: {event}\n" if event else "").encode() + b"data: " + payload + b"\n\n"
 
 
 class StreamRenderer:

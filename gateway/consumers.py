@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from decimal import Decimal
 from functools import cached_property
 from typing import Any, ClassVar
 
+import orjson
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
@@ -163,13 +163,13 @@ class JsonApiConsumer(AsyncHttpConsumer):
                 code="unsupported_media_type",
             )
         try:
-            return json.loads(body)
-        except ValueError as exc:  # UnicodeDecodeError included
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:  # invalid UTF-8 included
             raise InvalidRequest(f"The body is not valid JSON: {exc}", code="invalid_json") from None
 
     async def _send_json(self, status: int, payload: Any, headers: dict[str, str]) -> None:
         all_headers = {"Content-Type": JSON, **self.common_headers, **headers}
-        await self.send_response(status, json.dumps(payload).encode(), headers=_headers(all_headers))
+        await self.send_response(status, orjson.dumps(payload), headers=_headers(all_headers))
 
     async def _send_error(self, error: ApiError) -> None:
         await self._send_json(error.status, error.body(), error.headers)
@@ -195,7 +195,7 @@ class ChatConsumer(JsonApiConsumer):
         answered = self._answered(call, answer.candidate)
         rendered = self.dialect.answer(answer.result, answer.usage, answered, answer.cost_usd)
         headers = self._response_headers(JSON, answer.candidate, answer.cost_usd)
-        await self.send_response(200, json.dumps(rendered).encode(), headers=headers)
+        await self.send_response(200, orjson.dumps(rendered), headers=headers)
         return 200
 
     def _answered(self, call: ChatCall, candidate: Candidate) -> Answered:

@@ -7,6 +7,7 @@ throughput per core (DESIGN.md).
 from __future__ import annotations
 
 import aiohttp
+import orjson
 
 from core.loops import PerLoop
 from core.shutdown import on_shutdown
@@ -15,7 +16,18 @@ from core.shutdown import on_shutdown
 def _new_session() -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     # A 1 MiB read buffer: SSE lines from image-capable models can exceed aiohttp's default limit.
-    return aiohttp.ClientSession(connector=connector, raise_for_status=False, trust_env=False, read_bufsize=2**20)
+    return aiohttp.ClientSession(
+        connector=connector,
+        raise_for_status=False,
+        trust_env=False,
+        read_bufsize=2**20,
+        json_serialize=_json_text,
+    )
+
+
+def _json_text(value: object) -> str:
+    """Request bodies (json=...) serialised by orjson: several times faster than the stdlib's."""
+    return orjson.dumps(value).decode()
 
 
 _sessions: PerLoop[aiohttp.ClientSession] = PerLoop(_new_session, stale=lambda session: session.closed)

@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
@@ -239,8 +240,8 @@ class HttpProviderClient(ProviderClient):
 
     def decode(self, raw: str | bytes) -> dict[str, Any]:
         try:
-            payload = json.loads(raw)
-        except ValueError:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             payload = None
         if not isinstance(payload, dict):
             raise self.bad_response("a body that is not a JSON object")
