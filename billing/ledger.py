@@ -3,7 +3,6 @@ same transaction (so spent-this-month and the ledger can never disagree)."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -17,8 +16,9 @@ from django.db.models.sql import InsertQuery
 
 from billing.budget import Amounts, Reservation, budget_release, budget_settle
 from billing.models import UsageRecord
+from core.batching import Coalescer
 from core.loops import PerLoop
-from core.pg import async_pool
+from core.pg import async_pool, is_postgresql
 from core.shutdown import drain_on_shutdown
 
 
@@ -105,63 +105,25 @@ async def aledger_record_usage(event: UsageEvent, reservation: Reservation | Non
     inserted through the async pool, with no thread, sharing a commit with the rows that finish
     while the previous write is in flight (group commit); everything else goes through the ORM.
     Returns once the row is committed: the client is answered only after that."""
-    if reservation is None and await async_pool() is not None:
-        await _writers.get().write(_insert_params(event))
+    if reservation is None and is_postgresql():
+        await _group_commits.get().submit(_insert_params(event))
         return
     await database_sync_to_async(ledger_record_usage)(event, reservation)
 
 
-class GroupCommit:
-    """One writer per event loop. A row that arrives while no write is in flight is written at once,
-    alone (one request at a time costs what a single INSERT does); rows that arrive during a write
-    wait for it to end and then go together, one transaction and one commit for the batch. No timer:
-    batching comes from the time a commit takes, never from waiting for company."""
-
-    MAX_BATCH = 256
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[list[Any], asyncio.Future[None]]] = []
-        self.writing: asyncio.Task[None] | None = None
-
-    async def write(self, params: list[Any]) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self.pending.append((params, future))
-        if self.writing is None:
-            # A task of its own: a caller that is canceled (its client left) must not cancel the
-            # write of everyone else's rows, nor its own, which is queued and will be written.
-            self.writing = asyncio.get_running_loop().create_task(self._drain())
-        await asyncio.shield(future)
-
-    async def _drain(self) -> None:
-        try:
-            while self.pending:
-                batch, self.pending = self.pending[: self.MAX_BATCH], self.pending[self.MAX_BATCH :]
-                await self._write_batch(batch)
-        finally:
-            self.writing = None
-
-    async def _write_batch(self, batch: list[tuple[list[Any], asyncio.Future[None]]]) -> None:
-        try:
-            await _insert_rows([params for params, _ in batch])
-        except Exception as exc:
-            if len(batch) == 1:
-                _settle(batch[0][1], exc)
-                return
-            # One bad row must not fail the others: write them one by one, each with its own answer.
-            for single in batch:
-                await self._write_batch([single])
-            return
-        for _, future in batch:
-            _settle(future, None)
+MAX_BATCH = 256  # rows per commit
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():  # its caller is gone (shielded, so the future itself is never canceled)
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+async def _write_rows(rows: list[list[Any]]) -> list[Exception | None]:
+    """One transaction and one commit for the batch; each row's outcome. If the batch fails, its rows
+    are written one by one: one bad row must not fail the requests of the others."""
+    try:
+        await _insert_rows(rows)
+        return [None] * len(rows)
+    except Exception as exc:
+        if len(rows) == 1:
+            return [exc]
+    return [(await _write_rows([row]))[0] for row in rows]
 
 
 async def _insert_rows(rows: list[list[Any]]) -> None:
@@ -175,12 +137,14 @@ async def _insert_rows(rows: list[list[Any]]) -> None:
             await cursor.executemany(_insert_sql(), rows)  # pipelined, one commit for the batch
 
 
-_writers: PerLoop[GroupCommit] = PerLoop(GroupCommit)
+# One writer per event loop (Coalescer: a lone row is written at once; rows that finish during a
+# write wait for it to end and go together).
+_group_commits: PerLoop[Coalescer[list[Any], None]] = PerLoop(lambda: Coalescer(_write_rows, max_batch=MAX_BATCH))
 
 
 @drain_on_shutdown
 async def flush_ledger() -> None:
     """Write the rows still queued before the pool closes (their requests are waiting for them)."""
-    writer = _writers.pop()
-    if writer is not None and writer.writing is not None:
-        await writer.writing
+    writer = _group_commits.pop()
+    if writer is not None:
+        await writer.idle()

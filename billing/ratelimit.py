@@ -18,11 +18,14 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from django.conf import settings
 from redis.exceptions import NoScriptError
 
+from core.batching import Coalescer
+from core.loops import PerLoop
 from core.principal import Principal
 from core.redis import shared_redis
 
@@ -120,13 +123,9 @@ class RateLimiter:
         client = shared_redis()
         if client is None:
             return self.local.acquire(key, limit, window_s)
-        name, *args = self._args(key, limit, window_s)
         try:
-            try:
-                # By its digest: the script's text crosses the wire once per Redis, not per request.
-                result = await client.evalsha(SLIDING_LOG_SHA, 1, name, *args)
-            except NoScriptError:  # a fresh (or flushed) Redis: EVAL sends the text and caches it
-                result = await client.eval(SLIDING_LOG, 1, name, *args)
+            # Concurrent requests share one round trip (a pipeline); a lone one goes at once.
+            result = await _round_trips.get().submit(self._args(key, limit, window_s))
             return _decision(result, limit)
         except redis.RedisError:
             return self._unavailable(limit)
@@ -149,6 +148,36 @@ class RateLimiter:
         except redis.RedisError:
             return self._unavailable(limit)
 
+
+async def _run_sliding_logs(calls: list[tuple[str | int, ...]]) -> list[Any]:
+    """The script for each call (key, then ARGV), in one round trip to Redis: one EVALSHA, or a pipeline
+    of them. By its digest, so the script's text crosses the wire once per Redis, not per request."""
+    client = shared_redis()
+    assert client is not None
+    if len(calls) == 1:
+        name, *args = calls[0]
+        try:
+            return [await client.evalsha(SLIDING_LOG_SHA, 1, name, *args)]
+        except NoScriptError:  # a fresh (or flushed) Redis: EVAL sends the text and caches it
+            return [await client.eval(SLIDING_LOG, 1, name, *args)]
+    results = await _pipelined(client, calls)
+    if any(isinstance(result, NoScriptError) for result in results):
+        await client.script_load(SLIDING_LOG)
+        results = await _pipelined(client, calls)
+    return results
+
+
+async def _pipelined(client: Any, calls: list[tuple[str | int, ...]]) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for name, *args in calls:
+            pipe.evalsha(SLIDING_LOG_SHA, 1, name, *args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)  # an error per call, not for all
+    return results
+
+
+_round_trips: PerLoop[Coalescer[tuple[str | int, ...], Any]] = PerLoop(
+    lambda: Coalescer(_run_sliding_logs, max_batch=512)
+)
 
 rate_limiter = RateLimiter()
 

@@ -1,7 +1,10 @@
 """The sliding-log rate limiter: exact at the window boundary, in process and in Redis."""
 
+import asyncio
+
 import redis.asyncio as aioredis
 
+from billing import ratelimit
 from billing.ratelimit import SLIDING_LOG_SHA, LocalSlidingLog, RateLimiter
 from core.shutdown import run_shutdown_hooks
 
@@ -56,4 +59,50 @@ async def test_redis_runs_the_script_by_its_digest_after_a_flush(settings, redis
     assert decisions == [True, True, False]
     assert (await admin.script_exists(SLIDING_LOG_SHA)) == [True]
     await admin.aclose()
+    await run_shutdown_hooks()
+
+
+async def test_a_burst_shares_round_trips_and_stays_exact(settings, redis_url, monkeypatch):
+    """Requests that arrive together go to Redis in one pipeline, and still exactly `limit` pass: more
+    requests at once than the Redis pool has connections, none failing open."""
+    settings.REDIS_URL = redis_url
+    settings.REDIS_POOL_SIZE = 4
+    trips: list[int] = []
+    send = ratelimit._run_sliding_logs
+
+    async def counted(calls):
+        trips.append(len(calls))
+        return await send(calls)
+
+    monkeypatch.setattr(ratelimit, "_run_sliding_logs", counted)
+    ratelimit._round_trips.pop()  # a coalescer that calls the counted sender
+    limiter = RateLimiter()
+    decisions = await asyncio.gather(*(limiter.acquire("burst", 150, 60) for _ in range(400)))
+
+    assert sum(d.allowed for d in decisions) == 150
+    assert sorted(d.remaining for d in decisions if d.allowed) == list(range(150))
+    assert sum(trips) == 400 and len(trips) < 10  # a few pipelines, not 400 round trips
+    await run_shutdown_hooks()
+
+
+async def test_a_pipeline_after_a_script_flush_still_limits(settings, redis_url):
+    settings.REDIS_URL = redis_url
+    admin = aioredis.Redis.from_url(redis_url)
+    await admin.script_flush()
+    limiter = RateLimiter()
+    decisions = await asyncio.gather(*(limiter.acquire("flushed", 5, 60) for _ in range(20)))
+
+    assert sum(d.allowed for d in decisions) == 5
+    assert (await admin.script_exists(SLIDING_LOG_SHA)) == [True]
+    await admin.aclose()
+    await run_shutdown_hooks()
+
+
+async def test_a_redis_outage_fails_open_for_every_request_of_a_batch(settings, caplog):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    limiter = RateLimiter()
+    decisions = await asyncio.gather(*(limiter.acquire("down", 1, 60) for _ in range(5)))
+
+    assert all(d.allowed for d in decisions)
+    assert "Redis unavailable" in caplog.text
     await run_shutdown_hooks()

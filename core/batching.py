@@ -1,0 +1,68 @@
+"""Coalescing concurrent calls into batches, for round trips that cost per call rather than per item:
+the ledger's group commit (one commit for the rows that finish together) and the rate limiter's
+pipeline (one Redis round trip for the requests that arrive together).
+
+A call that arrives while nothing is in flight is sent at once, alone: one request at a time costs
+what a single call does. Calls that arrive while a batch is in flight wait for it to end, then go
+together as the next batch. No timer: batching comes from the time a round trip takes, never from
+waiting for company. One batch is in flight at a time, so a burst of thousands of requests holds one
+connection, not thousands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Send = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
+
+
+class Coalescer(Generic[T, R]):
+    """send(items) makes one round trip for the batch and returns each item's outcome in order: its
+    result, or the exception that item's caller gets. An exception out of send fails the whole batch."""
+
+    def __init__(self, send: Send[T, R], *, max_batch: int) -> None:
+        self.send = send
+        self.max_batch = max_batch
+        self.pending: list[tuple[T, asyncio.Future[R]]] = []
+        self.sending: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self.pending.append((item, future))
+        if self.sending is None:
+            # A task of its own: a caller that is canceled (its client left) must not cancel the
+            # round trip of everyone else's items, nor its own, which is queued and will be sent.
+            self.sending = loop.create_task(self._drain())
+        return await asyncio.shield(future)
+
+    async def idle(self) -> None:
+        """Wait until every item submitted so far has been sent (shutdown drains)."""
+        if self.sending is not None:
+            await self.sending
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
+                await self._send(batch)
+        finally:
+            self.sending = None
+
+    async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            outcomes = await self.send([item for item, _ in batch])
+        except Exception as exc:
+            outcomes = [exc] * len(batch)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # its caller is gone (shielded, so the future itself is never canceled)
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
