@@ -4,7 +4,9 @@ to the real usage after (in the ledger's transaction), release on failure.
 Every change is one conditional UPDATE with F() expressions, so concurrent requests
 cannot together go past a cap: a reservation only succeeds if, at the moment the
 row is updated, spent + reserved + this request still fits under every cap.
-Users without caps cost nothing here: no row, no query.
+Users without caps cost nothing here: no row, no query. On the event loop (PostgreSQL) the
+same updates run as SQL on the async pool (abudget_reserve, abudget_release; the ledger settles
+in the statement that writes its row), so a capped request holds no thread.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal
+from itertools import chain
+from typing import Any
 
+from channels.db import database_sync_to_async
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.db.models.expressions import CombinedExpression
@@ -22,6 +27,7 @@ from django.utils import timezone
 from billing.models import BudgetPeriod, UsageRecord
 from core.caps import Caps
 from core.errors import QuotaExceeded
+from core.pg import async_pool
 
 ZERO = Decimal(0)
 
@@ -192,6 +198,87 @@ def budget_settle(reservation: Reservation | None, used: Amounts) -> None:
 def budget_release(reservation: Reservation | None) -> None:
     """Give the hold back: the request failed before anything billable happened."""
     budget_settle(reservation, Amounts())
+
+
+# ---- on the event loop (PostgreSQL): the updates above as SQL on the async pool, no thread ----------
+_COUNTERS = (  # (Units field, used column, reserved column)
+    ("e8_usd", "spent_e8_usd", "reserved_e8_usd"),
+    ("tokens", "tokens_used", "tokens_reserved"),
+    ("images", "images_used", "images_reserved"),
+    ("video_ms", "video_ms_used", "video_ms_reserved"),
+)
+_BUDGET_ROW = f"UPDATE {BudgetPeriod._meta.db_table} SET {{moves}} WHERE user_id = %s AND period = %s"
+
+
+def _hold_sql() -> str:
+    """_fits and the reserving move of budget_reserve: every counter's hold grows by what is wanted,
+    only if used + held + wanted stays within each cap that is set (a NULL cap is no cap)."""
+    holds = ", ".join(f"{reserved} = {reserved} + %s" for _, _, reserved in _COUNTERS)
+    fits = " AND ".join(f"(%s::bigint IS NULL OR {used} + {reserved} + %s <= %s)" for _, used, reserved in _COUNTERS)
+    return _BUDGET_ROW.format(moves=holds) + f" AND {fits}"
+
+
+def settle_sql(used_value: str = "%s") -> str:
+    """_moved as SQL: every counter's hold shrinks by what was held and its use grows by used_value
+    (a placeholder, or an expression around one: the ledger's settles only when its row was new)."""
+    moves = ", ".join(
+        f"{reserved} = {reserved} - %s, {used} = {used} + {used_value}" for _, used, reserved in _COUNTERS
+    )
+    return _BUDGET_ROW.format(moves=moves)
+
+
+HOLD_SQL = _hold_sql()
+SETTLE_SQL = settle_sql()
+
+
+def _hold_params(user_id: int, period: date, caps: Caps, want: Units) -> list[Any]:
+    wanted = [getattr(want, unit) for unit, _, _ in _COUNTERS]
+    limits = Units.of(
+        Amounts(caps.spend_usd or ZERO, caps.tokens or 0, caps.images or 0, Decimal(caps.video_seconds or 0))
+    )
+    set_caps = (caps.spend_usd, caps.tokens, caps.images, caps.video_seconds)
+    fits = []
+    for (unit, _, _), cap in zip(_COUNTERS, set_caps, strict=True):
+        limit = getattr(limits, unit) if cap is not None else None
+        fits += [limit, getattr(want, unit), limit]
+    return [*wanted, user_id, period, *fits]
+
+
+def settle_params(reservation: Reservation, used: Amounts) -> list[Any]:
+    held, spent = Units.of(reservation.amounts), Units.of(used)
+    moves = chain.from_iterable((getattr(held, unit), getattr(spent, unit)) for unit, _, _ in _COUNTERS)
+    return [*moves, reservation.user_id, reservation.period]
+
+
+async def abudget_reserve(*, user_id: int, caps: Caps | None, want: Amounts) -> Reservation | None:
+    """budget_reserve for the event loop: on PostgreSQL, one conditional UPDATE on the async pool."""
+    if caps is None:
+        return None
+    pool = await async_pool()
+    if pool is not None:
+        period = period_of(timezone.now())
+        async with pool.connection() as connection:  # autocommit: the UPDATE is its own transaction
+            held = await connection.execute(HOLD_SQL, _hold_params(user_id, period, caps, Units.of(want)))
+        if held.rowcount == 1:
+            return Reservation(user_id, period, want)
+    # Not held on the loop: there is no budget row yet this month (the first request makes it from the
+    # ledger), or a cap is reached. budget_reserve makes the row, or refuses: a thread, but only then.
+    reservation: Reservation | None = await database_sync_to_async(budget_reserve)(
+        user_id=user_id, caps=caps, want=want
+    )
+    return reservation
+
+
+async def abudget_release(reservation: Reservation | None) -> None:
+    """budget_release for the event loop."""
+    if reservation is None:
+        return
+    pool = await async_pool()
+    if pool is None:
+        await database_sync_to_async(budget_release)(reservation)
+        return
+    async with pool.connection() as connection:
+        await connection.execute(SETTLE_SQL, settle_params(reservation, Amounts()))
 
 
 def worst_case_tokens(prompt_bytes: int, max_tokens: int, messages: int) -> tuple[int, int]:

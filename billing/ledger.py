@@ -14,7 +14,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 
-from billing.budget import Amounts, Reservation, budget_release, budget_settle
+from billing.budget import Amounts, Reservation, budget_release, budget_settle, settle_params, settle_sql
 from billing.models import UsageRecord
 from core.batching import Coalescer
 from core.loops import PerLoop
@@ -101,14 +101,32 @@ def _insert_params(event: UsageEvent) -> list[Any]:
 
 
 async def aledger_record_usage(event: UsageEvent, reservation: Reservation | None = None) -> None:
-    """ledger_record_usage for the event loop: on PostgreSQL, a row with nothing to settle is
-    inserted through the async pool, with no thread, sharing a commit with the rows that finish
-    while the previous write is in flight (group commit); everything else goes through the ORM.
-    Returns once the row is committed: the client is answered only after that."""
-    if reservation is None and is_postgresql():
+    """ledger_record_usage for the event loop: on PostgreSQL through the async pool, with no thread. A
+    row with nothing to settle shares a commit with the rows that finish while the previous write is in
+    flight (group commit); a capped user's row goes alone, with its settlement in the same statement.
+    Elsewhere (SQLite) through the ORM. Returns once the row is committed: the client is answered only
+    after that."""
+    if not is_postgresql():
+        await database_sync_to_async(ledger_record_usage)(event, reservation)
+    elif reservation is None:
         await _group_commits.get().submit(_insert_params(event))
-        return
-    await database_sync_to_async(ledger_record_usage)(event, reservation)
+    else:
+        await _insert_and_settle(_insert_params(event), reservation, event.amounts)
+
+
+@functools.cache
+def _insert_and_settle_sql() -> str:
+    """The row and its budget settlement as one statement, so atomic with no transaction to open: the
+    hold becomes what was used, or is only released when the request id was already written."""
+    used_if_new = "(CASE WHEN EXISTS (SELECT FROM inserted) THEN %s ELSE 0 END)"
+    return f"WITH inserted AS ({_insert_sql()} RETURNING 1) {settle_sql(used_if_new)}"
+
+
+async def _insert_and_settle(row: list[Any], reservation: Reservation, used: Amounts) -> None:
+    pool = await async_pool()
+    assert pool is not None
+    async with pool.connection() as connection:
+        await connection.execute(_insert_and_settle_sql(), [*row, *settle_params(reservation, used)])
 
 
 MAX_BATCH = 256  # rows per commit

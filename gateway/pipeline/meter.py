@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from channels.db import database_sync_to_async
-
-from billing.budget import Amounts, Reservation, budget_release, budget_reserve
+from billing.budget import Amounts, Reservation, abudget_release, abudget_reserve
 from billing.ledger import UsageEvent, aledger_record_usage
 from billing.models import UsageRecord
 from billing.pricing import usage_cost
@@ -81,17 +79,15 @@ class Meter:
         if caps is None:
             return
         reserving = asyncio.ensure_future(
-            database_sync_to_async(budget_reserve)(
-                user_id=self.context.principal.user_id, caps=caps, want=self.worst_case()
-            )
+            abudget_reserve(user_id=self.context.principal.user_id, caps=caps, want=self.worst_case())
         )
         try:
             self.reservation = await asyncio.shield(reserving)
         except asyncio.CancelledError:
-            # The client left while the database thread was holding: it finishes regardless, so give it back.
+            # The client left while the hold was being made: it finishes regardless, so give it back.
             held = await asyncio.gather(reserving, return_exceptions=True)
             if isinstance(held[0], Reservation):
-                await database_sync_to_async(budget_release)(held[0])
+                await abudget_release(held[0])
             raise
 
     async def bill(
@@ -165,5 +161,5 @@ class Meter:
         except Exception:
             logger.exception("ledger write failed; event for reconciliation: %r", event)
             if reservation is not None:
-                await database_sync_to_async(budget_release)(reservation)
+                await abudget_release(reservation)
             raise

@@ -11,6 +11,7 @@ from billing.models import BudgetPeriod, UsageRecord
 from billing.pricing import chat_cost, dearest_chat_usage, image_cost, video_cost
 from core.caps import Caps
 from core.errors import QuotaExceeded
+from core.pg import is_postgresql
 from gateway.errors import as_api_error
 from providers.clients.base import Usage
 from providers.routing import Prices
@@ -206,3 +207,97 @@ def test_caps_set_again_recount_what_was_spent_while_uncapped(user, django_captu
     assert BudgetPeriod.objects.get().spent_usd == Decimal("0.95")
     with pytest.raises(QuotaExceeded):
         budget_reserve(user_id=user.pk, caps=Caps(spend_usd=Decimal("1")), want=Amounts(Decimal("0.1"), 1))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(not is_postgresql(), reason="the event loop's budget SQL is PostgreSQL's async path")
+def test_holds_and_settlements_on_the_event_loop_need_no_thread(user, monkeypatch):
+    """Once the month's budget row exists, holds, releases and the ledger's settlement run as SQL on the
+    async pool; only a refusal goes to the ORM (in a thread), to make sure of it."""
+    import asyncio
+
+    from billing import budget
+    from billing.budget import abudget_release, abudget_reserve
+    from billing.ledger import UsageEvent, aledger_record_usage
+    from core.pg import close_async_pool
+
+    caps = Caps(spend_usd=Decimal("1"), tokens=1000)
+    budget_reserve(user_id=user.pk, caps=caps, want=Amounts())  # the month's row, made once
+    in_a_thread: list[Amounts] = []
+
+    def counted(**kwargs):
+        in_a_thread.append(kwargs["want"])
+        return budget_reserve(**kwargs)
+
+    monkeypatch.setattr(budget, "budget_reserve", counted)
+    event = UsageEvent(
+        request_id="req_loop_settle",
+        user_id=user.pk,
+        api_key_id=None,
+        model="m",
+        status="succeeded",
+        cost_usd=Decimal("0.25"),
+        input_tokens=200,
+        output_tokens=100,
+    )
+
+    async def on_the_loop():
+        want = Amounts(Decimal("0.3"), 300)
+        holds = await asyncio.gather(
+            *(abudget_reserve(user_id=user.pk, caps=caps, want=want) for _ in range(5)), return_exceptions=True
+        )
+        held = [h for h in holds if isinstance(h, budget.Reservation)]
+        assert len(held) == 3 and sum(isinstance(h, QuotaExceeded) for h in holds) == 2  # 3 x 0.3 fit in 1
+        await aledger_record_usage(event, held[0])  # 0.25 and 300 tokens used
+        await aledger_record_usage(event, held[1])  # the same request again: its hold only released
+        await abudget_release(held[2])
+        await close_async_pool()
+
+    asyncio.run(on_the_loop())
+
+    assert len(in_a_thread) == 2  # the two refusals, and nothing else
+    row = BudgetPeriod.objects.get()
+    assert UsageRecord.objects.filter(request_id="req_loop_settle").count() == 1
+    assert (row.spent_usd, row.tokens_used) == (Decimal("0.25"), 300)
+    assert (row.reserved_usd, row.tokens_reserved) == (Decimal(0), 0)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(not is_postgresql(), reason="the event loop's budget SQL is PostgreSQL's async path")
+def test_the_loop_holds_exactly_what_the_orm_holds(user, monkeypatch):
+    """Every cap kind, at its exact edge: the SQL hold takes exactly the cap, on the loop, and one unit
+    more is refused (budget_reserve, in a thread, makes sure of a refusal)."""
+    import asyncio
+
+    from billing import budget
+    from billing.budget import abudget_reserve
+    from core.pg import close_async_pool
+
+    cases = [
+        (Caps(spend_usd=Decimal("0.00000010")), Amounts(Decimal("0.00000010"))),
+        (Caps(tokens=10), Amounts(tokens=10)),
+        (Caps(images=2), Amounts(images=2)),
+        (Caps(video_seconds=8), Amounts(video_seconds=Decimal("8"))),
+    ]
+    in_a_thread: list[Amounts] = []
+
+    def counted(**kwargs):
+        in_a_thread.append(kwargs["want"])
+        return budget_reserve(**kwargs)
+
+    async def reserve_twice(caps, want):
+        held = await abudget_reserve(user_id=user.pk, caps=caps, want=want)
+        one_more = Amounts(Decimal("0.00000001"), 1, 1, Decimal("0.001"))
+        with pytest.raises(QuotaExceeded):
+            await abudget_reserve(user_id=user.pk, caps=caps, want=one_more)
+        await close_async_pool()
+        return held
+
+    for caps, want in cases:
+        BudgetPeriod.objects.all().delete()
+        budget_reserve(user_id=user.pk, caps=caps, want=Amounts())  # the month's row
+        in_a_thread.clear()
+        monkeypatch.setattr(budget, "budget_reserve", counted)
+        assert asyncio.run(reserve_twice(caps, want)) is not None
+        assert len(in_a_thread) == 1, caps  # only the refusal
+        monkeypatch.undo()
