@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import orjson
 from rest_framework import serializers
+from rest_framework.fields import empty
 from rest_framework.utils.serializer_helpers import BindingDict
 
 from billing.pricing import usd_text
@@ -55,6 +56,8 @@ class HotPathSerializer(serializers.Serializer):
     """
 
     _shared_fields: ClassVar[BindingDict]
+    _shared_writable: ClassVar[list[serializers.Field]]
+    _sent: Any = None
 
     @property
     def fields(self) -> BindingDict:
@@ -65,6 +68,25 @@ class HotPathSerializer(serializers.Serializer):
                 fields[name] = field
             cls._shared_fields = fields
         return cls._shared_fields
+
+    def to_internal_value(self, data: Any) -> Any:
+        self._sent = data  # a Mapping whenever DRF goes on to read the fields
+        return super().to_internal_value(data)
+
+    @property
+    def _writable_fields(self) -> list[serializers.Field]:
+        """The fields the body sends, and those that matter when absent (required, or with a default).
+        DRF would visit every other field only to find it missing and skip it (about 2 µs each, and a
+        chat request leaves out most of its twenty-odd fields)."""
+        cls = type(self)
+        if "_shared_writable" not in cls.__dict__:
+            cls._shared_writable = [field for field in self.fields.values() if not field.read_only]
+        sent = self._sent
+        return [
+            field
+            for field in cls._shared_writable
+            if field.field_name in sent or field.required or field.default is not empty
+        ]
 
 
 def validated(serializer: serializers.Serializer) -> dict[str, Any]:
