@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
@@ -89,14 +89,22 @@ def _prep_connection() -> BaseDatabaseWrapper:
     return connections.create_connection("default")
 
 
+# Columns whose Python values psycopg sends as they are (an event's str, int, bool, Decimal, datetime):
+# Django's preparation would only check and re-wrap them. Any other column (the JSON attempts) is
+# prepared by its field, exactly as the ORM does.
+_PLAIN = (models.CharField, models.IntegerField, models.BooleanField, models.DecimalField, models.DateTimeField)
+_PREPARED = [None if isinstance(field, (*_PLAIN, models.ForeignKey)) else field for field in _INSERT_FIELDS]
+
+
 def _insert_params(event: UsageEvent) -> list[Any]:
-    """The row's values as Django would send them (JSON adapted, defaults applied). Straight from the
-    event: a model instance would cost as much again (UsageEvent's fields are the model's attnames)."""
+    """The row's values (JSON adapted, defaults applied), straight from the event: a model instance
+    would cost as much again (UsageEvent's fields are the model's attnames)."""
     connection = _prep_connection()
     values = event.__dict__
+    row = [values[field.attname] if field.attname in values else field.get_default() for field in _INSERT_FIELDS]
     return [
-        field.get_db_prep_save(values[field.attname] if field.attname in values else field.get_default(), connection)
-        for field in _INSERT_FIELDS
+        value if prep is None else prep.get_db_prep_save(value, connection)
+        for value, prep in zip(row, _PREPARED, strict=True)
     ]
 
 
