@@ -37,9 +37,10 @@ class Coalescer(Generic[T, R]):
         self.pending.append((item, future))
         if self.sending is None:
             # A task of its own: a caller that is canceled (its client left) must not cancel the
-            # round trip of everyone else's items, nor its own, which is queued and will be sent.
+            # round trip of everyone else's items, nor its own, which is queued and will be sent
+            # (its future is canceled with it, and the outcome is then dropped).
             self.sending = loop.create_task(self._drain())
-        return await asyncio.shield(future)
+        return await future
 
     async def idle(self) -> None:
         """Wait until every item submitted so far has been sent (shutdown drains)."""
@@ -60,7 +61,7 @@ class Coalescer(Generic[T, R]):
         except Exception as exc:
             outcomes = [exc] * len(batch)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():  # its caller is gone (shielded, so the future itself is never canceled)
+            if future.done():  # its caller is gone: the item was sent all the same
                 continue
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)

@@ -71,6 +71,17 @@ class JsonApiConsumer(AsyncHttpConsumer):
         self.response_started = False  # a stream's headers went out: errors can only be a last event now
 
     # --- ASGI message handlers ------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """AsyncConsumer.__call__ without a channel layer: the client is the only source of messages, so
+        they are awaited in turn. Channels' await_many_dispatch would make a task and an asyncio.wait for
+        each of a request's two messages (the body, then the disconnect)."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        with contextlib.suppress(StopConsumer):
+            while True:
+                await self.dispatch(await receive())
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' dispatch first closes stale database connections through a thread hop,
         # on every message. This consumer touches the database only through
