@@ -65,6 +65,8 @@ class HotPathSerializer(serializers.Serializer):
         if "_shared_fields" not in cls.__dict__:
             fields = BindingDict(self)
             for name, field in self.get_fields().items():
+                if field.read_only:  # _read_only_defaults relies on there being none
+                    raise TypeError(f"{cls.__name__}.{name}: a hot-path serializer takes no read-only fields")
                 fields[name] = field
             cls._shared_fields = fields
         return cls._shared_fields
@@ -80,13 +82,18 @@ class HotPathSerializer(serializers.Serializer):
         chat request leaves out most of its twenty-odd fields)."""
         cls = type(self)
         if "_shared_writable" not in cls.__dict__:
-            cls._shared_writable = [field for field in self.fields.values() if not field.read_only]
+            cls._shared_writable = list(self.fields.values())
         sent = self._sent
         return [
             field
             for field in cls._shared_writable
             if field.field_name in sent or field.required or field.default is not empty
         ]
+
+    def _read_only_defaults(self) -> dict[str, Any]:
+        """DRF walks every field on each request to collect read-only fields' defaults, for the
+        serializer's validators; a hot-path serializer has no read-only field (see fields), so none."""
+        return {}
 
 
 def validated(serializer: serializers.Serializer) -> dict[str, Any]:

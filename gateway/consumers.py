@@ -96,7 +96,8 @@ class JsonApiConsumer(AsyncHttpConsumer):
             return
         chunk = message.get("body", b"")
         self.received += len(chunk)
-        if self.received > settings.MAX_REQUEST_BODY_BYTES or self._declared_length() > settings.MAX_REQUEST_BODY_BYTES:
+        limit = settings.MAX_REQUEST_BODY_BYTES
+        if self.received > limit or self._declared_length() > limit:
             self.rejected = True  # refuse before reading (and parsing) the rest
             self.task = asyncio.create_task(self._refuse_oversize())
             return
