@@ -1,9 +1,9 @@
 """Requests per sliding window per user: at most N accepted in ANY W-second window.
 
 A sliding log (the accept times inside the window), not fixed windows that let 2N
-through across a boundary. With Redis it is one Lua script per request, atomic
-across every worker and timed by Redis's own clock; without Redis, the same
-algorithm in process memory. Any entry point (chat consumers, DRF views, and
+through across a boundary. With Redis it is one Lua script, atomic across every
+worker and timed by Redis's own clock, called once for all the requests that arrive
+together (core.batching); without Redis, the same algorithm in process memory. Any entry point (chat consumers, DRF views, and
 later WebSockets and media jobs) makes the one call `rate_limiter.acquire(...)`.
 """
 
@@ -18,7 +18,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from django.conf import settings
@@ -31,26 +30,39 @@ from core.redis import shared_redis
 
 logger = logging.getLogger(__name__)
 
+# One request or a batch of them, in order (each sees the ones before it): KEYS[i] is request i's log,
+# and ARGV holds four values per request: limit, window (us), a unique member, and the time in us ('':
+# Redis's own clock, read once per batch). A batch spans several users' keys: one Redis, not a cluster.
 SLIDING_LOG = """
-local key, limit, window_us = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-local now = tonumber(ARGV[4])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local results, clock = {}, nil
+for i, key in ipairs(KEYS) do
+  local at = (i - 1) * 4
+  local limit, window_us, member = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3]
+  local now = tonumber(ARGV[at + 4])
+  if not now then
+    if not clock then
+      local t = redis.call('TIME')
+      clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    end
+    now = clock
+  end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window_us)
+  local count = redis.call('ZCARD', key)
+  local allowed = 0
+  if count < limit then
+    redis.call('ZADD', key, now, member)
+    redis.call('PEXPIRE', key, math.ceil(window_us / 1000))
+    count = count + 1
+    allowed = 1
+  end
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local frees_in = 0
+  if oldest[2] then frees_in = tonumber(oldest[2]) + window_us - now end
+  results[#results + 1] = allowed
+  results[#results + 1] = limit - count
+  results[#results + 1] = frees_in
 end
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window_us)
-local count = redis.call('ZCARD', key)
-local allowed = 0
-if count < limit then
-  redis.call('ZADD', key, now, ARGV[3])
-  redis.call('PEXPIRE', key, math.ceil(window_us / 1000))
-  count = count + 1
-  allowed = 1
-end
-local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-local frees_in = 0
-if oldest[2] then frees_in = tonumber(oldest[2]) + window_us - now end
-return {allowed, limit - count, frees_in}
+return results
 """
 
 
@@ -115,8 +127,8 @@ class RateLimiter:
 
     def _args(self, key: str, limit: int, window_s: float) -> tuple[str | int, ...]:
         member = uuid.uuid4().hex
-        now_us = [self.clock()] if self.clock is not None else []  # ARGV[4]; absent: the script asks Redis
-        return (f"pulse:ratelimit:{key}", limit, int(window_s * 1_000_000), member, *now_us)
+        now_us = self.clock() if self.clock is not None else ""  # "": the script asks Redis
+        return (f"pulse:ratelimit:{key}", limit, int(window_s * 1_000_000), member, now_us)
 
     async def acquire(self, key: str, limit: int, window_s: float) -> RateDecision:
         """Count one request for key; allowed=False means refuse it."""
@@ -124,7 +136,7 @@ class RateLimiter:
         if client is None:
             return self.local.acquire(key, limit, window_s)
         try:
-            # Concurrent requests share one round trip (a pipeline); a lone one goes at once.
+            # Concurrent requests share one round trip (one script call); a lone one goes at once.
             result = await _round_trips.get().submit(self._args(key, limit, window_s))
             return _decision(result, limit)
         except redis.RedisError:
@@ -149,33 +161,21 @@ class RateLimiter:
             return self._unavailable(limit)
 
 
-async def _run_sliding_logs(calls: list[tuple[str | int, ...]]) -> list[Any]:
-    """The script for each call (key, then ARGV), in one round trip to Redis: one EVALSHA, or a pipeline
-    of them. By its digest, so the script's text crosses the wire once per Redis, not per request."""
+async def _run_sliding_logs(calls: list[tuple[str | int, ...]]) -> list[Sequence[int]]:
+    """Each call's (allowed, remaining, frees in us), from one script call for the batch: its keys, and
+    their ARGV one after another. By the script's digest, so its text crosses the wire once per Redis."""
     client = shared_redis()
     assert client is not None
-    if len(calls) == 1:
-        name, *args = calls[0]
-        try:
-            return [await client.evalsha(SLIDING_LOG_SHA, 1, name, *args)]
-        except NoScriptError:  # a fresh (or flushed) Redis: EVAL sends the text and caches it
-            return [await client.eval(SLIDING_LOG, 1, name, *args)]
-    results = await _pipelined(client, calls)
-    if any(isinstance(result, NoScriptError) for result in results):
-        await client.script_load(SLIDING_LOG)
-        results = await _pipelined(client, calls)
-    return results
+    keys = [call[0] for call in calls]
+    argv = [value for call in calls for value in call[1:]]
+    try:
+        flat = await client.evalsha(SLIDING_LOG_SHA, len(keys), *keys, *argv)
+    except NoScriptError:  # a fresh (or flushed) Redis: EVAL sends the text and caches it
+        flat = await client.eval(SLIDING_LOG, len(keys), *keys, *argv)
+    return [flat[at : at + 3] for at in range(0, len(flat), 3)]
 
 
-async def _pipelined(client: Any, calls: list[tuple[str | int, ...]]) -> list[Any]:
-    async with client.pipeline(transaction=False) as pipe:
-        for name, *args in calls:
-            pipe.evalsha(SLIDING_LOG_SHA, 1, name, *args)
-        results: list[Any] = await pipe.execute(raise_on_error=False)  # an error per call, not for all
-    return results
-
-
-_round_trips: PerLoop[Coalescer[tuple[str | int, ...], Any]] = PerLoop(
+_round_trips: PerLoop[Coalescer[tuple[str | int, ...], Sequence[int]]] = PerLoop(
     lambda: Coalescer(_run_sliding_logs, max_batch=512)
 )
 

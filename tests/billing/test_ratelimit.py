@@ -63,7 +63,7 @@ async def test_redis_runs_the_script_by_its_digest_after_a_flush(settings, redis
 
 
 async def test_a_burst_shares_round_trips_and_stays_exact(settings, redis_url, monkeypatch):
-    """Requests that arrive together go to Redis in one pipeline, and still exactly `limit` pass: more
+    """Requests that arrive together go to Redis in one script call, and still exactly `limit` pass: more
     requests at once than the Redis pool has connections, none failing open."""
     settings.REDIS_URL = redis_url
     settings.REDIS_POOL_SIZE = 4
@@ -81,11 +81,22 @@ async def test_a_burst_shares_round_trips_and_stays_exact(settings, redis_url, m
 
     assert sum(d.allowed for d in decisions) == 150
     assert sorted(d.remaining for d in decisions if d.allowed) == list(range(150))
-    assert sum(trips) == 400 and len(trips) < 10  # a few pipelines, not 400 round trips
+    assert sum(trips) == 400 and len(trips) < 10  # a few round trips, not 400
     await run_shutdown_hooks()
 
 
-async def test_a_pipeline_after_a_script_flush_still_limits(settings, redis_url):
+async def test_a_batch_of_several_users_limits_each_on_its_own(settings, redis_url):
+    settings.REDIS_URL = redis_url
+    limiter = RateLimiter()
+    users = ["ann", "bob", "cy"] * 5
+    decisions = await asyncio.gather(*(limiter.acquire(f"mixed:{user}", 2, 60) for user in users))
+
+    allowed = [user for user, decision in zip(users, decisions, strict=True) if decision.allowed]
+    assert sorted(allowed) == ["ann", "ann", "bob", "bob", "cy", "cy"]
+    await run_shutdown_hooks()
+
+
+async def test_a_batch_after_a_script_flush_still_limits(settings, redis_url):
     settings.REDIS_URL = redis_url
     admin = aioredis.Redis.from_url(redis_url)
     await admin.script_flush()
