@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
 
-import orjson
 from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.utils.serializer_helpers import BindingDict
 
 from billing.pricing import usd_text
+from core.jsontext import dumps
 from gateway.chat_parts import Messages, ResponseFormatField, ToolChoiceField, Tools, check_tool_choice
 from gateway.errors import ApiError, InvalidRequest, first_validation_error
 from providers.clients.base import ChatDelta, ChatRequest, ChatResult, ToolCall, ToolCallDelta, Usage
@@ -236,7 +236,7 @@ def answer_message(content: str, tool_calls: tuple[ToolCall, ...]) -> dict[str, 
 
 
 def sse(data: Any, event: str | None = None) -> bytes:
-    payload = data.encode() if isinstance(data, str) else orjson.dumps(data)
+    payload = data.encode() if isinstance(data, str) else dumps(data)
     return (f"event: {event}\n" if event else "").encode() + b"data: " + payload + b"\n\n"
 
 

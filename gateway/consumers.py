@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from decimal import Decimal
 from functools import cached_property
 from typing import Any, ClassVar
 
-import orjson
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
 from billing.pricing import usd_text
+from core.jsontext import dumps
 from core.observability import REQUEST_ID_HEADER, bind_request_id, new_request_id, observe_request, response_request_id
 from gateway.chat_formats import Answered, ChatCall, Dialect, OpenAIDialect, PulseDialect, StreamRenderer, now_created
 from gateway.errors import ApiError, InvalidRequest, as_api_error
@@ -175,13 +176,13 @@ class JsonApiConsumer(AsyncHttpConsumer):
                 code="unsupported_media_type",
             )
         try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:  # invalid UTF-8 included
+            return json.loads(body)
+        except ValueError as exc:  # UnicodeDecodeError included
             raise InvalidRequest(f"The body is not valid JSON: {exc}", code="invalid_json") from None
 
     async def _send_json(self, status: int, payload: Any, headers: dict[str, str]) -> None:
         all_headers = {"Content-Type": JSON, **self.common_headers, **headers}
-        await self.send_response(status, orjson.dumps(payload), headers=_headers(all_headers))
+        await self.send_response(status, dumps(payload), headers=_headers(all_headers))
 
     async def _send_error(self, error: ApiError) -> None:
         await self._send_json(error.status, error.body(), error.headers)
@@ -207,7 +208,7 @@ class ChatConsumer(JsonApiConsumer):
         answered = self._answered(call, answer.candidate)
         rendered = self.dialect.answer(answer.result, answer.usage, answered, answer.cost_usd)
         headers = self._response_headers(JSON, answer.candidate, answer.cost_usd)
-        await self.send_response(200, orjson.dumps(rendered), headers=headers)
+        await self.send_response(200, dumps(rendered), headers=headers)
         return 200
 
     def _answered(self, call: ChatCall, candidate: Candidate) -> Answered:

@@ -7,8 +7,8 @@ throughput per core (DESIGN.md).
 from __future__ import annotations
 
 import aiohttp
-import orjson
 
+from core.jsontext import dumps
 from core.loops import PerLoop
 from core.shutdown import on_shutdown
 
@@ -26,8 +26,8 @@ def _new_session() -> aiohttp.ClientSession:
 
 
 def _json_text(value: object) -> str:
-    """Request bodies (json=...) serialised by orjson: several times faster than the stdlib's."""
-    return orjson.dumps(value).decode()
+    """Request bodies (json=...), written by core.jsontext."""
+    return dumps(value).decode()
 
 
 _sessions: PerLoop[aiohttp.ClientSession] = PerLoop(_new_session, stale=lambda session: session.closed)

@@ -15,7 +15,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
-import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
@@ -240,8 +239,8 @@ class HttpProviderClient(ProviderClient):
 
     def decode(self, raw: str | bytes) -> dict[str, Any]:
         try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            payload = json.loads(raw)
+        except ValueError:
             payload = None
         if not isinstance(payload, dict):
             raise self.bad_response("a body that is not a JSON object")
