@@ -1,12 +1,12 @@
 """Coalescing concurrent calls into batches, for round trips that cost per call rather than per item:
 the ledger's group commit (one commit for the rows that finish together) and the rate limiter's
-pipeline (one Redis round trip for the requests that arrive together).
+script (one Redis call for the requests that arrive together).
 
-A call that arrives while nothing is in flight is sent at once, alone: one request at a time costs
-what a single call does. Calls that arrive while a batch is in flight wait for it to end, then go
-together as the next batch. No timer: batching comes from the time a round trip takes, never from
-waiting for company. One batch is in flight at a time, so a burst of thousands of requests holds one
-connection, not thousands.
+A call that arrives while nothing is in flight starts a batch at once (with whatever else arrives
+in the same turn of the event loop): one request at a time costs what a single call does. Calls
+that arrive while a batch is in flight wait for it to end, then go together as the next batch. No
+timer: batching comes from the time a round trip takes, never from waiting for company. One batch
+is in flight at a time, so a burst of thousands of requests holds one connection, not thousands.
 """
 
 from __future__ import annotations
@@ -40,12 +40,13 @@ class Coalescer(Generic[T, R]):
             # round trip of everyone else's items, nor its own, which is queued and will be sent
             # (its future is canceled with it, and the outcome is then dropped).
             self.sending = loop.create_task(self._drain())
+            self.sending.add_done_callback(self._stopped)
         return await future
 
     async def idle(self) -> None:
         """Wait until every item submitted so far has been sent (shutdown drains)."""
         if self.sending is not None:
-            await self.sending
+            await asyncio.wait([self.sending])
 
     async def _drain(self) -> None:
         try:
@@ -53,17 +54,45 @@ class Coalescer(Generic[T, R]):
                 batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
                 await self._send(batch)
         finally:
+            self.sending = None  # at once: the next submit starts a new sender
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        """The sender ended. If it was canceled (the loop is closing; perhaps before it even started) or
+        failed, whoever still waits gets that, rather than waiting forever."""
+        if self.sending is task:
             self.sending = None
+        error = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if error is not None and self.sending is None:  # (a new sender owns what is pending now)
+            waiting, self.pending = self.pending, []
+            _settle([future for _, future in waiting], error)
 
     async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        futures = [future for _, future in batch]
         try:
             outcomes = await self.send([item for item, _ in batch])
-        except Exception as exc:
-            outcomes = [exc] * len(batch)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        except BaseException as exc:
+            _settle(futures, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if len(outcomes) != len(batch):
+            _settle(futures, RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}"))
+            return
+        for future, outcome in zip(futures, outcomes, strict=True):
             if future.done():  # its caller is gone: the item was sent all the same
                 continue
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+
+
+def _settle(futures: list[asyncio.Future[R]], error: BaseException) -> None:
+    """Fail every future still waiting with error (cancel them, if it is a cancellation)."""
+    for future in futures:
+        if future.done():
+            continue
+        if isinstance(error, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(error)
