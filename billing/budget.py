@@ -27,7 +27,7 @@ from django.utils import timezone
 from billing.models import BudgetPeriod, UsageRecord
 from core.caps import Caps
 from core.errors import QuotaExceeded
-from core.pg import async_pool
+from core.pg import execute, is_postgresql
 
 ZERO = Decimal(0)
 
@@ -254,12 +254,9 @@ async def abudget_reserve(*, user_id: int, caps: Caps | None, want: Amounts) -> 
     """budget_reserve for the event loop: on PostgreSQL, one conditional UPDATE on the async pool."""
     if caps is None:
         return None
-    pool = await async_pool()
-    if pool is not None:
+    if is_postgresql():
         period = period_of(timezone.now())
-        async with pool.connection() as connection:  # autocommit: the UPDATE is its own transaction
-            held = await connection.execute(HOLD_SQL, _hold_params(user_id, period, caps, Units.of(want)))
-        if held.rowcount == 1:
+        if await execute(HOLD_SQL, _hold_params(user_id, period, caps, Units.of(want))) == 1:
             return Reservation(user_id, period, want)
     # Not held on the loop: there is no budget row yet this month (the first request makes it from the
     # ledger), or a cap is reached. budget_reserve makes the row, or refuses: a thread, but only then.
@@ -273,12 +270,10 @@ async def abudget_release(reservation: Reservation | None) -> None:
     """budget_release for the event loop."""
     if reservation is None:
         return
-    pool = await async_pool()
-    if pool is None:
+    if is_postgresql():
+        await execute(SETTLE_SQL, settle_params(reservation, Amounts()))
+    else:
         await database_sync_to_async(budget_release)(reservation)
-        return
-    async with pool.connection() as connection:
-        await connection.execute(SETTLE_SQL, settle_params(reservation, Amounts()))
 
 
 def worst_case_tokens(prompt_bytes: int, max_tokens: int, messages: int) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from billing.budget import Amounts, Reservation, budget_release, budget_settle, 
 from billing.models import UsageRecord
 from core.batching import Coalescer
 from core.loops import PerLoop
-from core.pg import async_pool, is_postgresql
+from core.pg import async_pool, execute, is_postgresql
 from core.shutdown import drain_on_shutdown
 
 
@@ -89,10 +89,10 @@ def _prep_connection() -> BaseDatabaseWrapper:
     return connections.create_connection("default")
 
 
-# Columns whose Python values psycopg sends as they are (an event's str, int, bool, Decimal, datetime):
-# Django's preparation would only check and re-wrap them. Any other column (the JSON attempts) is
-# prepared by its field, exactly as the ORM does.
-_PLAIN = (models.CharField, models.IntegerField, models.BooleanField, models.DecimalField, models.DateTimeField)
+# Columns whose Python values psycopg sends as they are (an event's str, int, bool, datetime): Django's
+# preparation would only check and re-wrap them. Any other column (the amounts, whose Decimals Django
+# checks and rounds to the column; the JSON attempts) is prepared by its field, exactly as the ORM does.
+_PLAIN = (models.CharField, models.IntegerField, models.BooleanField, models.DateTimeField)
 _PREPARED = [None if isinstance(field, (*_PLAIN, models.ForeignKey)) else field for field in _INSERT_FIELDS]
 
 
@@ -131,10 +131,7 @@ def _insert_and_settle_sql() -> str:
 
 
 async def _insert_and_settle(row: list[Any], reservation: Reservation, used: Amounts) -> None:
-    pool = await async_pool()
-    assert pool is not None
-    async with pool.connection() as connection:
-        await connection.execute(_insert_and_settle_sql(), [*row, *settle_params(reservation, used)])
+    await execute(_insert_and_settle_sql(), [*row, *settle_params(reservation, used)])
 
 
 MAX_BATCH = 256  # rows per commit
@@ -170,7 +167,8 @@ _group_commits: PerLoop[Coalescer[list[Any], None]] = PerLoop(lambda: Coalescer(
 
 @drain_on_shutdown
 async def flush_ledger() -> None:
-    """Write the rows still queued before the pool closes (their requests are waiting for them)."""
+    """Write the rows still queued for a group commit before the pool closes (their requests are
+    waiting for them); a capped user's row is a core.pg.execute, which core.pg's own drain awaits."""
     writer = _group_commits.pop()
     if writer is not None:
         await writer.idle()

@@ -1,20 +1,23 @@
-"""An async PostgreSQL connection pool per event loop, for the one write on the hot path (the ledger).
+"""An async PostgreSQL connection pool per event loop, for the writes on the hot path: the ledger
+row, and a capped user's budget hold and its settlement.
 
-Django's ORM would run that INSERT in a thread (about twice the time per request, measured
-with bench/metering_bench.py); psycopg's own async pool runs it on the event loop. It
-connects with exactly the parameters Django uses. None when the database is not PostgreSQL.
+Django's ORM would run them in a thread (about twice the time per request, measured with
+bench/metering_bench.py); psycopg's own async pool runs them on the event loop. It connects with
+exactly the parameters Django uses. None when the database is not PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 from django.conf import settings
 from django.db import connections
 from psycopg_pool import AsyncConnectionPool
 
 from core.loops import PerLoop
-from core.shutdown import on_shutdown
+from core.shutdown import drain_on_shutdown, on_shutdown
 
 
 def is_postgresql() -> bool:
@@ -50,6 +53,36 @@ async def async_pool() -> AsyncConnectionPool | None:
     if not is_postgresql():
         return None
     return await asyncio.shield(_pools.get())
+
+
+async def execute(sql: str, params: Sequence[Any]) -> int:
+    """One statement on this loop's pool, in autocommit; the number of rows it touched. It runs as a
+    task that a canceled caller does not cut short (a write half sent is a lost ledger row or a stuck
+    hold) and that the shutdown drain waits for, before the pool closes."""
+    task = asyncio.ensure_future(_execute(sql, params))
+    writes = _writes.get()
+    writes.add(task)
+    task.add_done_callback(writes.discard)
+    return await asyncio.shield(task)
+
+
+async def _execute(sql: str, params: Sequence[Any]) -> int:
+    pool = await async_pool()
+    assert pool is not None
+    async with pool.connection() as connection:
+        cursor = await connection.execute(sql, params)
+        return cursor.rowcount
+
+
+_writes: PerLoop[set[asyncio.Future[int]]] = PerLoop(set)
+
+
+@drain_on_shutdown
+async def finish_writes() -> None:
+    """Let the writes in flight end (their requests are waiting for them) before the pool closes."""
+    writes = _writes.pop()
+    if writes:
+        await asyncio.gather(*writes, return_exceptions=True)
 
 
 @on_shutdown

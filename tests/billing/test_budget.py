@@ -273,11 +273,12 @@ def test_the_loop_holds_exactly_what_the_orm_holds(user, monkeypatch):
     from billing.budget import abudget_reserve
     from core.pg import close_async_pool
 
+    # Every want is exactly its one cap, and large in the units left uncapped (no cap is no limit).
     cases = [
-        (Caps(spend_usd=Decimal("0.00000010")), Amounts(Decimal("0.00000010"))),
-        (Caps(tokens=10), Amounts(tokens=10)),
-        (Caps(images=2), Amounts(images=2)),
-        (Caps(video_seconds=8), Amounts(video_seconds=Decimal("8"))),
+        (Caps(spend_usd=Decimal("0.00000010")), Amounts(Decimal("0.00000010"), 10**9, 10**6, Decimal(10**6))),
+        (Caps(tokens=10), Amounts(Decimal(10**6), 10, 10**6, Decimal(10**6))),
+        (Caps(images=2), Amounts(Decimal(10**6), 10**9, 2, Decimal(10**6))),
+        (Caps(video_seconds=8), Amounts(Decimal(10**6), 10**9, 10**6, Decimal("8"))),
     ]
     in_a_thread: list[Amounts] = []
 

@@ -10,8 +10,10 @@ from decimal import Decimal
 import pytest
 
 from billing import ledger
+from billing.budget import Amounts, budget_reserve
 from billing.ledger import UsageEvent, aledger_record_usage
-from billing.models import UsageRecord
+from billing.models import BudgetPeriod, UsageRecord
+from core.caps import Caps
 from core.pg import close_async_pool, is_postgresql
 
 pytestmark = [
@@ -129,15 +131,21 @@ def test_a_row_written_on_the_loop_is_the_row_the_orm_writes(user, batches):
     }
     assert set(fields) | {"request_id"} == set(UsageEvent.__dataclass_fields__)  # every field is covered
 
+    caps = Caps(spend_usd=Decimal("1"))
+    hold = budget_reserve(user_id=user.pk, caps=caps, want=Amounts(Decimal("0.5")))
+
     async def write_on_the_loop():
         await aledger_record_usage(UsageEvent(request_id="req_loop", **fields))
+        await aledger_record_usage(UsageEvent(request_id="req_capped", **fields), hold)  # settles in the INSERT
         await close_async_pool()
 
     asyncio.run(write_on_the_loop())
     ledger.ledger_record_usage(UsageEvent(request_id="req_orm", **fields))
 
     columns = [f.attname for f in UsageRecord._meta.concrete_fields if f.attname not in ("id", "request_id")]
-    on_loop, by_orm = (UsageRecord.objects.values(*columns).get(request_id=r) for r in ("req_loop", "req_orm"))
-    assert batches == [1]
-    assert on_loop.pop("created_at") <= by_orm.pop("created_at")
-    assert on_loop == by_orm == {**fields, "user_id": user.pk}
+    rows = [UsageRecord.objects.values(*columns).get(request_id=r) for r in ("req_loop", "req_capped", "req_orm")]
+    assert batches == [1]  # the capped row is not a group commit's
+    assert rows[0].pop("created_at") <= rows[1].pop("created_at") <= rows[2].pop("created_at")
+    assert rows[0] == rows[1] == rows[2] == {**fields, "user_id": user.pk}
+    budget = BudgetPeriod.objects.get()
+    assert (budget.spent_usd, budget.reserved_usd) == (fields["cost_usd"], 0)
