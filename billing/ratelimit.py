@@ -3,8 +3,9 @@
 A sliding log (the accept times inside the window), not fixed windows that let 2N
 through across a boundary. With Redis it is one Lua script, atomic across every
 worker and timed by Redis's own clock, called once for all the requests that arrive
-together (core.batching); without Redis, the same algorithm in process memory. Any entry point (chat consumers, DRF views, and
-later WebSockets and media jobs) makes the one call `rate_limiter.acquire(...)`.
+together (core.batching); without Redis, the same algorithm in process memory. Any
+entry point (chat consumers, DRF views, WebSockets, media jobs) makes the one call
+`rate_limiter.acquire(...)`.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ logger = logging.getLogger(__name__)
 # One request or a batch of them, in order (each sees the ones before it): KEYS[i] is request i's log,
 # and ARGV holds four values per request: limit, window (us), a unique member, and the time in us ('':
 # Redis's own clock, read once per batch). A batch spans several users' keys: one Redis, not a cluster.
+# A request whose key fails (not a sorted set, say) answers allowed = -1, and fails open alone.
 SLIDING_LOG = """
-local results, clock = {}, nil
-for i, key in ipairs(KEYS) do
-  local at = (i - 1) * 4
+local clock = nil
+local function acquire(key, at)
   local limit, window_us, member = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3]
   local now = tonumber(ARGV[at + 4])
   if not now then
@@ -58,8 +59,14 @@ for i, key in ipairs(KEYS) do
   local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   local frees_in = 0
   if oldest[2] then frees_in = tonumber(oldest[2]) + window_us - now end
+  return allowed, limit - count, frees_in
+end
+local results = {}
+for i, key in ipairs(KEYS) do
+  local ok, allowed, remaining, frees_in = pcall(acquire, key, (i - 1) * 4)
+  if not ok then allowed, remaining, frees_in = -1, 0, 0 end
   results[#results + 1] = allowed
-  results[#results + 1] = limit - count
+  results[#results + 1] = remaining
   results[#results + 1] = frees_in
 end
 return results
@@ -106,6 +113,8 @@ class LocalSlidingLog:
 
 def _decision(result: Sequence[int], limit: int) -> RateDecision:
     allowed, remaining, frees_in_us = result
+    if allowed < 0:  # this request's key failed in the script (the others in its batch did not)
+        raise redis.ResponseError("the sliding log script failed on this request's key")
     return RateDecision(bool(allowed), limit, int(remaining), int(frees_in_us) / 1_000_000)
 
 

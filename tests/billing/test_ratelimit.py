@@ -96,6 +96,22 @@ async def test_a_batch_of_several_users_limits_each_on_its_own(settings, redis_u
     await run_shutdown_hooks()
 
 
+async def test_a_key_that_fails_fails_open_alone(settings, redis_url, caplog):
+    """A key the script cannot use (not a sorted set) lets its own request through, loudly; the
+    others in the same batch are limited as ever."""
+    settings.REDIS_URL = redis_url
+    admin = aioredis.Redis.from_url(redis_url)
+    await admin.set("pulse:ratelimit:broken", "not a sorted set")
+    limiter = RateLimiter()
+    keys = ["broken", "fine", "fine", "fine"]
+    decisions = await asyncio.gather(*(limiter.acquire(key, 1, 60) for key in keys))
+
+    assert [d.allowed for d in decisions] == [True, True, False, False]
+    assert "Redis unavailable" in caplog.text
+    await admin.aclose()
+    await run_shutdown_hooks()
+
+
 async def test_a_batch_after_a_script_flush_still_limits(settings, redis_url):
     settings.REDIS_URL = redis_url
     admin = aioredis.Redis.from_url(redis_url)
