@@ -124,36 +124,44 @@ def budget_resync(user_id: int) -> None:
     )
 
 
-def _fits(caps: Caps, want: Units) -> Q:
-    """The condition, evaluated by the database on the locked row, that this request still fits."""
+# Each counter of a budget row: (Units field, used column, reserved column). The ORM updates below and
+# their SQL twins for the event loop are both built from this.
+_COUNTERS = (
+    ("e8_usd", "spent_e8_usd", "reserved_e8_usd"),
+    ("tokens", "tokens_used", "tokens_reserved"),
+    ("images", "images_used", "images_reserved"),
+    ("video_ms", "video_ms_used", "video_ms_reserved"),
+)
+
+
+def _limits(caps: Caps) -> list[int | None]:
+    """Each counter's cap in the row's units, in _COUNTERS order; None where no cap is set."""
     limits = Units.of(
         Amounts(caps.spend_usd or ZERO, caps.tokens or 0, caps.images or 0, Decimal(caps.video_seconds or 0))
     )
+    set_caps = (caps.spend_usd, caps.tokens, caps.images, caps.video_seconds)
+    return [
+        getattr(limits, unit) if cap is not None else None
+        for (unit, _, _), cap in zip(_COUNTERS, set_caps, strict=True)
+    ]
+
+
+def _fits(caps: Caps, want: Units) -> Q:
+    """The condition, evaluated by the database on the locked row, that this request still fits."""
     condition = Q()
-    checks = (
-        (caps.spend_usd, "e8_usd", "spent_e8_usd", "reserved_e8_usd"),
-        (caps.tokens, "tokens", "tokens_used", "tokens_reserved"),
-        (caps.images, "images", "images_used", "images_reserved"),
-        (caps.video_seconds, "video_ms", "video_ms_used", "video_ms_reserved"),
-    )
-    for cap, unit, used, reserved in checks:
-        if cap is not None:
-            condition &= Q(**{f"{used}__lte": getattr(limits, unit) - getattr(want, unit) - F(reserved)})
+    for (unit, used, reserved), limit in zip(_COUNTERS, _limits(caps), strict=True):
+        if limit is not None:
+            condition &= Q(**{f"{used}__lte": limit - getattr(want, unit) - F(reserved)})
     return condition
 
 
 def _moved(held: Units, used: Units) -> dict[str, CombinedExpression]:
     """The UPDATE that turns a hold into use: reserved -= held, used += used, for every counter."""
-    return {
-        "reserved_e8_usd": F("reserved_e8_usd") - held.e8_usd,
-        "spent_e8_usd": F("spent_e8_usd") + used.e8_usd,
-        "tokens_reserved": F("tokens_reserved") - held.tokens,
-        "tokens_used": F("tokens_used") + used.tokens,
-        "images_reserved": F("images_reserved") - held.images,
-        "images_used": F("images_used") + used.images,
-        "video_ms_reserved": F("video_ms_reserved") - held.video_ms,
-        "video_ms_used": F("video_ms_used") + used.video_ms,
-    }
+    moves = {}
+    for unit, used_column, reserved_column in _COUNTERS:
+        moves[reserved_column] = F(reserved_column) - getattr(held, unit)
+        moves[used_column] = F(used_column) + getattr(used, unit)
+    return moves
 
 
 def budget_reserve(*, user_id: int, caps: Caps | None, want: Amounts) -> Reservation | None:
@@ -201,12 +209,6 @@ def budget_release(reservation: Reservation | None) -> None:
 
 
 # ---- on the event loop (PostgreSQL): the updates above as SQL on the async pool, no thread ----------
-_COUNTERS = (  # (Units field, used column, reserved column)
-    ("e8_usd", "spent_e8_usd", "reserved_e8_usd"),
-    ("tokens", "tokens_used", "tokens_reserved"),
-    ("images", "images_used", "images_reserved"),
-    ("video_ms", "video_ms_used", "video_ms_reserved"),
-)
 _BUDGET_ROW = f"UPDATE {BudgetPeriod._meta.db_table} SET {{moves}} WHERE user_id = %s AND period = %s"
 
 
@@ -233,13 +235,8 @@ SETTLE_SQL = settle_sql()
 
 def _hold_params(user_id: int, period: date, caps: Caps, want: Units) -> list[Any]:
     wanted = [getattr(want, unit) for unit, _, _ in _COUNTERS]
-    limits = Units.of(
-        Amounts(caps.spend_usd or ZERO, caps.tokens or 0, caps.images or 0, Decimal(caps.video_seconds or 0))
-    )
-    set_caps = (caps.spend_usd, caps.tokens, caps.images, caps.video_seconds)
     fits = []
-    for (unit, _, _), cap in zip(_COUNTERS, set_caps, strict=True):
-        limit = getattr(limits, unit) if cap is not None else None
+    for (unit, _, _), limit in zip(_COUNTERS, _limits(caps), strict=True):
         fits += [limit, getattr(want, unit), limit]
     return [*wanted, user_id, period, *fits]
 
