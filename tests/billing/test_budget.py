@@ -6,7 +6,9 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from billing import budget
 from billing.budget import Amounts, budget_release, budget_reserve, budget_settle
+from billing.ledger import UsageEvent
 from billing.models import BudgetPeriod, UsageRecord
 from billing.pricing import chat_cost, dearest_chat_usage, image_cost, video_cost
 from core.caps import Caps
@@ -17,6 +19,26 @@ from providers.clients.base import Usage
 from providers.routing import Prices
 
 PRICES = Prices(Decimal("3"), Decimal("15"), Decimal("0.039"), Decimal("0.4"))
+
+
+def usage_event(user, request_id: str, **fields) -> UsageEvent:
+    """A succeeded gpt-4o request of user's, with fields (amounts, attempts) on top."""
+    return UsageEvent(
+        request_id=request_id, user_id=user.pk, api_key_id=None, model="gpt-4o", status="succeeded", **fields
+    )
+
+
+@pytest.fixture
+def reserves_in_a_thread(monkeypatch) -> list[Amounts]:
+    """What each hold that fell back to budget_reserve (the ORM, in a thread) wanted; the call goes on."""
+    wanted: list[Amounts] = []
+
+    def counted(**kwargs):
+        wanted.append(kwargs["want"])
+        return budget_reserve(**kwargs)
+
+    monkeypatch.setattr(budget, "budget_reserve", counted)
+    return wanted
 
 
 def test_cost_per_modality_is_exact():
@@ -130,18 +152,10 @@ def test_ledger_rows_cannot_be_updated(user):
 
 @pytest.mark.django_db
 def test_recording_the_same_request_twice_writes_and_settles_once(user):
-    from billing.ledger import UsageEvent, ledger_record_usage
+    from billing.ledger import ledger_record_usage
 
     caps = Caps(spend_usd=Decimal("10"))
-    event = UsageEvent(
-        request_id="req_once",
-        user_id=user.pk,
-        api_key_id=None,
-        model="gpt-4o",
-        status="succeeded",
-        cost_usd=Decimal("1.5"),
-        input_tokens=3,
-    )
+    event = usage_event(user, "req_once", cost_usd=Decimal("1.5"), input_tokens=3)
     first_hold = budget_reserve(user_id=user.pk, caps=caps, want=Amounts(Decimal("2"), 10))
     second_hold = budget_reserve(user_id=user.pk, caps=caps, want=Amounts(Decimal("2"), 10))
 
@@ -158,18 +172,10 @@ def test_recording_the_same_request_twice_writes_and_settles_once(user):
 def test_the_event_loop_ledger_write_records_once(user):
     import asyncio
 
-    from billing.ledger import UsageEvent, aledger_record_usage
+    from billing.ledger import aledger_record_usage
     from core.pg import close_async_pool
 
-    event = UsageEvent(
-        request_id="req_async",
-        user_id=user.pk,
-        api_key_id=None,
-        model="gpt-4o",
-        status="succeeded",
-        cost_usd=Decimal("0.00000123"),
-        attempts=[{"provider": "openai"}],
-    )
+    event = usage_event(user, "req_async", cost_usd=Decimal("0.00000123"), attempts=[{"provider": "openai"}])
 
     async def write_twice():
         await aledger_record_usage(event)
@@ -211,35 +217,18 @@ def test_caps_set_again_recount_what_was_spent_while_uncapped(user, django_captu
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(not is_postgresql(), reason="the event loop's budget SQL is PostgreSQL's async path")
-def test_holds_and_settlements_on_the_event_loop_need_no_thread(user, monkeypatch):
+def test_holds_and_settlements_on_the_event_loop_need_no_thread(user, reserves_in_a_thread):
     """Once the month's budget row exists, holds, releases and the ledger's settlement run as SQL on the
     async pool; only a refusal goes to the ORM (in a thread), to make sure of it."""
     import asyncio
 
-    from billing import budget
     from billing.budget import abudget_release, abudget_reserve
-    from billing.ledger import UsageEvent, aledger_record_usage
+    from billing.ledger import aledger_record_usage
     from core.pg import close_async_pool
 
     caps = Caps(spend_usd=Decimal("1"), tokens=1000)
     budget_reserve(user_id=user.pk, caps=caps, want=Amounts())  # the month's row, made once
-    in_a_thread: list[Amounts] = []
-
-    def counted(**kwargs):
-        in_a_thread.append(kwargs["want"])
-        return budget_reserve(**kwargs)
-
-    monkeypatch.setattr(budget, "budget_reserve", counted)
-    event = UsageEvent(
-        request_id="req_loop_settle",
-        user_id=user.pk,
-        api_key_id=None,
-        model="m",
-        status="succeeded",
-        cost_usd=Decimal("0.25"),
-        input_tokens=200,
-        output_tokens=100,
-    )
+    event = usage_event(user, "req_loop_settle", cost_usd=Decimal("0.25"), input_tokens=200, output_tokens=100)
 
     async def on_the_loop():
         want = Amounts(Decimal("0.3"), 300)
@@ -255,7 +244,7 @@ def test_holds_and_settlements_on_the_event_loop_need_no_thread(user, monkeypatc
 
     asyncio.run(on_the_loop())
 
-    assert len(in_a_thread) == 2  # the two refusals, and nothing else
+    assert len(reserves_in_a_thread) == 2  # the two refusals, and nothing else
     row = BudgetPeriod.objects.get()
     assert UsageRecord.objects.filter(request_id="req_loop_settle").count() == 1
     assert (row.spent_usd, row.tokens_used) == (Decimal("0.25"), 300)
@@ -264,12 +253,11 @@ def test_holds_and_settlements_on_the_event_loop_need_no_thread(user, monkeypatc
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(not is_postgresql(), reason="the event loop's budget SQL is PostgreSQL's async path")
-def test_the_loop_holds_exactly_what_the_orm_holds(user, monkeypatch):
+def test_the_loop_holds_exactly_what_the_orm_holds(user, reserves_in_a_thread):
     """Every cap kind, at its exact edge: the SQL hold takes exactly the cap, on the loop, and one unit
     more is refused (budget_reserve, in a thread, makes sure of a refusal)."""
     import asyncio
 
-    from billing import budget
     from billing.budget import abudget_reserve
     from core.pg import close_async_pool
 
@@ -280,11 +268,6 @@ def test_the_loop_holds_exactly_what_the_orm_holds(user, monkeypatch):
         (Caps(images=2), Amounts(Decimal(10**6), 10**9, 2, Decimal(10**6))),
         (Caps(video_seconds=8), Amounts(Decimal(10**6), 10**9, 10**6, Decimal("8"))),
     ]
-    in_a_thread: list[Amounts] = []
-
-    def counted(**kwargs):
-        in_a_thread.append(kwargs["want"])
-        return budget_reserve(**kwargs)
 
     async def reserve_twice(caps, want):
         held = await abudget_reserve(user_id=user.pk, caps=caps, want=want)
@@ -297,8 +280,6 @@ def test_the_loop_holds_exactly_what_the_orm_holds(user, monkeypatch):
     for caps, want in cases:
         BudgetPeriod.objects.all().delete()
         budget_reserve(user_id=user.pk, caps=caps, want=Amounts())  # the month's row
-        in_a_thread.clear()
-        monkeypatch.setattr(budget, "budget_reserve", counted)
+        reserves_in_a_thread.clear()
         assert asyncio.run(reserve_twice(caps, want)) is not None
-        assert len(in_a_thread) == 1, caps  # only the refusal
-        monkeypatch.undo()
+        assert len(reserves_in_a_thread) == 1, caps  # only the refusal
