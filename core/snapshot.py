@@ -16,7 +16,8 @@ from typing import Generic, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.core.cache import cache
+
+from core.cache import cache
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -17,12 +17,12 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
+from core.cache import cache
 from core.caps import Caps
 from core.principal import Principal
 from gateway.errors import AUTH_CHALLENGE, AuthenticationError

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from celery import current_app as celery_app
-from django.core.cache import cache
 from django.db import connections
+
+from core.cache import cache
 
 
 def _describe(exc: Exception) -> str:
