@@ -5,7 +5,7 @@
 With BENCH_GC_DIR set, every worker process that imports this module times each garbage collection
 through `gc.callbacks` and keeps `BENCH_GC_DIR/gc-<pid>.json` up to date: collections per generation,
 total and longest pause, and every pause over 10 ms with its wall-clock time (so bench/run_all.py can
-tell which phase it fell in) and the CPU time the collection itself took (the worker's thread time:
+tell which phase it fell in), the requests in flight then, and the CPU time the collection itself took (the worker's thread time:
 a pause much longer than that is the worker waiting for its core, which other processes shared).
 Product code knows nothing of it.
 """
@@ -18,6 +18,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from core.gcpacer import in_flight
 
 LONG_PAUSE_S = 0.010
 WRITE_EVERY_S = 1.0
@@ -43,7 +45,7 @@ class GcProbe:
         self.stats["max_ms"] = max(self.stats["max_ms"], pause * 1000)
         if pause > LONG_PAUSE_S:
             record = {"at": time.time(), "ms": round(pause * 1000, 2), "cpu_ms": round(cpu * 1000, 2)}
-            record["generation"] = info["generation"]
+            record |= {"generation": info["generation"], "in_flight": in_flight.count}
             self.stats["long_pauses"].append(record | {"collected": info["collected"]})
         if pause > LONG_PAUSE_S or now - self.last_write > WRITE_EVERY_S:
             self.write()

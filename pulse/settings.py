@@ -246,8 +246,11 @@ SPECTACULAR_SETTINGS = {
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
-# The garbage collector's generation thresholds in a worker, set after start-up (pulse/lifespan.py).
-GC_THRESHOLDS = tuple(env.list("GC_THRESHOLDS", cast=int, default=[15_000, 20, 100]))
+# The garbage collector in a worker (core/gcpacer.py): no automatic collection; a full one when the
+# worker is idle, GC_IDLE_EVERY_S apart at least, or once GC_GROWTH_LIMIT more tracked objects were
+# made than freed since the last.
+GC_IDLE_EVERY_S = env.float("GC_IDLE_EVERY_S", default=60.0)
+GC_GROWTH_LIMIT = env.int("GC_GROWTH_LIMIT", default=1_000_000)
 
 # WebSocket chat (/ws/v1/chat): concurrent streams one socket may run, and how long a frame may wait
 # for a client that stopped reading before the socket is closed.
