@@ -8,6 +8,7 @@ DATABASE_URL and REDIS_URL switch to PostgreSQL and Redis.
 from __future__ import annotations
 
 import secrets
+import sys
 from pathlib import Path
 
 import django_stubs_ext
@@ -44,10 +45,13 @@ ALLOWED_HOSTS = config.comma_list(env.str("ALLOWED_HOSTS", default="localhost,12
 CSRF_TRUSTED_ORIGINS = config.comma_list(env.str("CSRF_TRUSTED_ORIGINS", default=""))
 PORT = env.int("PORT", default=8081)
 
+# Daphne's app is there for its runserver: `manage.py runserver` then serves ASGI_APPLICATION (the
+# Channels consumers and websockets included) for development. It loads Twisted, Autobahn and
+# pyOpenSSL, about 12 MB a process, so only that command gets it: never an ASGI worker (uvicorn).
+DEV_SERVER = sys.argv[1:2] == ["runserver"]
+
 INSTALLED_APPS = [
-    # First, so that its runserver wins: `manage.py runserver` then serves ASGI_APPLICATION (the
-    # Channels consumers and websockets included) for development. Production runs uvicorn.
-    "daphne",
+    *(["daphne"] if DEV_SERVER else []),  # first, so that its runserver wins over Django's
     "pulse.admin_site.PulseAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
