@@ -5,8 +5,9 @@
 With BENCH_GC_DIR set, every worker process that imports this module times each garbage collection
 through `gc.callbacks` and keeps `BENCH_GC_DIR/gc-<pid>.json` up to date: collections per generation,
 total and longest pause, and every pause over 10 ms with its wall-clock time (so bench/run_all.py can
-tell which phase it fell in), the requests in flight then, and the CPU time the collection itself took (the worker's thread time:
-a pause much longer than that is the worker waiting for its core, which other processes shared).
+tell which phase it fell in), the requests in flight then, and the CPU time the collection itself
+took (the worker's thread time: a pause much longer than that is the worker waiting for its core,
+which other processes shared).
 Product code knows nothing of it.
 """
 
