@@ -149,6 +149,13 @@ async def _write_rows(rows: list[list[Any]]) -> list[Exception | None]:
     return [(await _write_rows([row]))[0] for row in rows]
 
 
+@functools.cache
+def _copy_sql() -> str:
+    quote = _prep_connection().ops.quote_name
+    columns = ", ".join(quote(field.column) for field in _INSERT_FIELDS)
+    return f"COPY {quote(UsageRecord._meta.db_table)} ({columns}) FROM STDIN"
+
+
 async def _insert_rows(rows: list[list[Any]]) -> None:
     pool = await async_pool()
     assert pool is not None
@@ -156,8 +163,13 @@ async def _insert_rows(rows: list[list[Any]]) -> None:
         if len(rows) == 1:
             await connection.execute(_insert_sql(), rows[0])  # one round trip: no BEGIN, no COMMIT
             return
-        async with connection.transaction(), connection.cursor() as cursor:
-            await cursor.executemany(_insert_sql(), rows)  # pipelined, one commit for the batch
+        # A batch is one COPY: one statement, so atomic with no BEGIN or COMMIT to send, and about half
+        # the client CPU of an executemany in a transaction (each round trip costs 100 µs or more of
+        # CPU on a VM). COPY has no ON CONFLICT: a request id already written fails the batch, and
+        # _write_rows then writes its rows one by one, that one skipped as the INSERT skips it.
+        async with connection.cursor() as cursor, cursor.copy(_copy_sql()) as copy:
+            for row in rows:
+                await copy.write_row(row)
 
 
 # One writer per event loop (Coalescer: a lone row is written at once; rows that finish during a

@@ -102,9 +102,26 @@ def test_a_caller_that_leaves_still_gets_its_row_written(user, batches):
     assert UsageRecord.objects.count() == 3
 
 
-def test_a_row_written_on_the_loop_is_the_row_the_orm_writes(user, batches):
-    """The async path builds its values from the event, not a model instance: every field must land
-    in its column exactly as the ORM path (ledger_record_usage) puts it."""
+def test_a_request_id_already_written_is_skipped_and_the_rest_of_its_batch_written(user, batches):
+    async def with_a_repeat():
+        await aledger_record_usage(event(user.pk, 3))
+        again = [event(user.pk, n) for n in range(6)]  # req_group_3 again, among new ones
+        await asyncio.gather(*(aledger_record_usage(row) for row in again))
+        await close_async_pool()
+
+    asyncio.run(with_a_repeat())
+
+    assert max(batches) > 1  # the repeat was in a batch
+    assert UsageRecord.objects.count() == 6
+    assert UsageRecord.objects.filter(request_id="req_group_3").count() == 1
+
+
+def columns_but(*left_out: str) -> list[str]:
+    return [f.attname for f in UsageRecord._meta.concrete_fields if f.attname not in left_out]
+
+
+def every_field(user) -> dict:
+    """A value for every UsageEvent field but request_id, none of them a default."""
     fields = {
         "user_id": user.pk,
         "api_key_id": None,
@@ -130,7 +147,13 @@ def test_a_row_written_on_the_loop_is_the_row_the_orm_writes(user, batches):
         "latency_ms": 42,
     }
     assert set(fields) | {"request_id"} == set(UsageEvent.__dataclass_fields__)  # every field is covered
+    return fields
 
+
+def test_a_row_written_on_the_loop_is_the_row_the_orm_writes(user, batches):
+    """The async path builds its values from the event, not a model instance: every field must land
+    in its column exactly as the ORM path (ledger_record_usage) puts it."""
+    fields = every_field(user)
     caps = Caps(spend_usd=Decimal("1"))
     hold = budget_reserve(user_id=user.pk, caps=caps, want=Amounts(Decimal("0.5")))
 
@@ -142,10 +165,27 @@ def test_a_row_written_on_the_loop_is_the_row_the_orm_writes(user, batches):
     asyncio.run(write_on_the_loop())
     ledger.ledger_record_usage(UsageEvent(request_id="req_orm", **fields))
 
-    columns = [f.attname for f in UsageRecord._meta.concrete_fields if f.attname not in ("id", "request_id")]
+    columns = columns_but("id", "request_id")
     rows = [UsageRecord.objects.values(*columns).get(request_id=r) for r in ("req_loop", "req_capped", "req_orm")]
     assert batches == [1]  # the capped row is not a group commit's
     assert rows[0].pop("created_at") <= rows[1].pop("created_at") <= rows[2].pop("created_at")
     assert rows[0] == rows[1] == rows[2] == {**fields, "user_id": user.pk}
     budget = BudgetPeriod.objects.get()
     assert (budget.spent_usd, budget.reserved_usd) == (fields["cost_usd"], 0)
+
+
+def test_rows_written_in_a_batch_are_the_rows_the_orm_writes(user, batches):
+    fields = every_field(user)
+
+    async def write_together():
+        await asyncio.gather(*(aledger_record_usage(UsageEvent(request_id=f"req_b{n}", **fields)) for n in range(5)))
+        await close_async_pool()
+
+    asyncio.run(write_together())
+    ledger.ledger_record_usage(UsageEvent(request_id="req_orm", **fields))
+
+    columns = columns_but("id", "request_id", "created_at")
+    orm = UsageRecord.objects.values(*columns).get(request_id="req_orm")
+    assert max(batches) > 1
+    for n in range(5):
+        assert UsageRecord.objects.values(*columns).get(request_id=f"req_b{n}") == orm
