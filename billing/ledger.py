@@ -152,7 +152,7 @@ async def _write_rows(rows: list[list[Any]]) -> list[Exception | None]:
 @functools.cache
 def _copy_sql() -> str:
     quote = _prep_connection().ops.quote_name
-    columns = ", ".join(quote(field.column) for field in _INSERT_FIELDS)
+    columns = ", ".join(quote(str(field.column)) for field in _INSERT_FIELDS)
     return f"COPY {quote(UsageRecord._meta.db_table)} ({columns}) FROM STDIN"
 
 
