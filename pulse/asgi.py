@@ -23,7 +23,7 @@ from pulse.lifespan import lifespan_app  # noqa: E402
 application = ProtocolTypeRouter(
     {
         # Channels' URLRouter routes to ASGI apps through re_path; django-stubs types its target as a view.
-        # Counted in flight: the garbage collector's pacer waits for few before a full collection.
+        # Counted in flight: the garbage collector's pacer waits for none before it collects (core.gcpacer).
         "http": in_flight.track(URLRouter([*http_consumer_routes, re_path(r"", django_asgi_app)])),  # type: ignore[arg-type]
         # The session (and its user) for browsers on the playground; programs send a key instead.
         "websocket": in_flight.track(AuthMiddlewareStack(URLRouter(websocket_routes))),
