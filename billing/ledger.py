@@ -4,6 +4,7 @@ same transaction (so spent-this-month and the ledger can never disagree)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -114,12 +115,19 @@ async def aledger_record_usage(event: UsageEvent, reservation: Reservation | Non
     flight (group commit); a capped user's row goes alone, with its settlement in the same statement.
     Elsewhere (SQLite) through the ORM. Returns once the row is committed: the client is answered only
     after that."""
+    await ledger_write(event, reservation)
+
+
+def ledger_write(event: UsageEvent, reservation: Reservation | None = None) -> Awaitable[None]:
+    """aledger_record_usage, begun now. A row for the group commit is queued at once and its future
+    returned: shielding that from a client who leaves (gateway.pipeline.meter) makes no task, where a
+    coroutine would need one per request."""
     if not is_postgresql():
-        await database_sync_to_async(ledger_record_usage)(event, reservation)
-    elif reservation is None:
-        await _group_commits.get().submit(_insert_params(event))
-    else:
-        await _insert_and_settle(_insert_params(event), reservation, event.amounts)
+        written: Awaitable[None] = database_sync_to_async(ledger_record_usage)(event, reservation)
+        return written
+    if reservation is None:
+        return _group_commits.get().enqueue(_insert_params(event))
+    return _insert_and_settle(_insert_params(event), reservation, event.amounts)
 
 
 @functools.cache

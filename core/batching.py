@@ -32,6 +32,11 @@ class Coalescer(Generic[T, R]):
         self.sending: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> R:
+        return await self.enqueue(item)
+
+    def enqueue(self, item: T) -> asyncio.Future[R]:
+        """submit() without the coroutine: the item is queued now, and the future is its outcome. A
+        caller that shields its wait (asyncio.shield) shields a future this way, with no task to make."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self.pending.append((item, future))
@@ -41,7 +46,7 @@ class Coalescer(Generic[T, R]):
             # (its future is canceled with it, and the outcome is then dropped).
             self.sending = loop.create_task(self._drain())
             self.sending.add_done_callback(self._stopped)
-        return await future
+        return future
 
     async def idle(self) -> None:
         """Wait until every item submitted so far has been sent (shutdown drains)."""

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import cast
+from typing import Any, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
@@ -48,9 +48,18 @@ def bind_request_id(request_id: str) -> None:
     _current_request_id.set(request_id)
 
 
+# The labelled series, found once per (route, method, status): labels() checks and locks on every call.
+_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(*, route: str, method: str, status: int, seconds: float) -> None:
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    HTTP_LATENCY.labels(route, method).observe(seconds)
+    series = _series.get((route, method, status))
+    if series is None:
+        series = (HTTP_REQUESTS.labels(route, method, str(status)), HTTP_LATENCY.labels(route, method))
+        _series[(route, method, status)] = series
+    count, latency = series
+    count.inc()
+    latency.observe(seconds)
 
 
 class RequestIdLogFilter(logging.Filter):

@@ -21,13 +21,8 @@ def _new_session() -> aiohttp.ClientSession:
         raise_for_status=False,
         trust_env=False,
         read_bufsize=2**20,
-        json_serialize=_json_text,
+        json_serialize_bytes=dumps,  # request bodies (json=...), written by core.jsontext as bytes
     )
-
-
-def _json_text(value: object) -> str:
-    """Request bodies (json=...), written by core.jsontext."""
-    return dumps(value).decode()
 
 
 _sessions: PerLoop[aiohttp.ClientSession] = PerLoop(_new_session, stale=lambda session: session.closed)

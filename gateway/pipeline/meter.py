@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from billing.budget import Amounts, Reservation, abudget_release, abudget_reserve
-from billing.ledger import UsageEvent, aledger_record_usage
+from billing.ledger import UsageEvent, ledger_write
 from billing.models import UsageRecord
 from billing.pricing import usage_cost
 from core.principal import Principal
@@ -107,9 +107,9 @@ class Meter:
         message: the error's text, for meters that keep it (a job's); the ledger keeps the code."""
         await self._record(status, error_code=error_code, attempts=list(attempts))
 
-    async def write(self, event: UsageEvent, reservation: Reservation | None) -> None:
+    def write(self, event: UsageEvent, reservation: Reservation | None) -> Awaitable[None]:
         """Append the ledger row and settle the hold (a media job's meter also finishes the job there)."""
-        await aledger_record_usage(event, reservation)
+        return ledger_write(event, reservation)
 
     async def _record(
         self,
