@@ -194,6 +194,7 @@ class ChatConsumer(JsonApiConsumer):
     dialect: ClassVar[type[Dialect]] = PulseDialect
     path = "/v1/chat/complete"
     renderer: StreamRenderer | None = None  # the stream's, once it started
+    opening = b""  # the renderer's opening events, until they go out with the first delta
 
     async def _handle(self, body: bytes) -> int:
         self._require_post()
@@ -229,7 +230,7 @@ class ChatConsumer(JsonApiConsumer):
 
     async def _send_error(self, error: ApiError) -> None:
         if self.response_started and self.renderer is not None:
-            await self.send_body(self.renderer.error(error), more_body=False)
+            await self._send_events(self.renderer.error(error), more_body=False)
             return
         await self._send_json(error.status, self.dialect.error_body(error), error.headers)
 
@@ -242,16 +243,23 @@ class ChatConsumer(JsonApiConsumer):
         ]
         await self.send_headers(status=200, headers=headers)
         self.response_started = True
-        await self.send_body(renderer.start(), more_body=True)
+        # The stream's opening events wait for its first delta, which open_stream already holds: they
+        # go out together, one write (and one read for the client) fewer before the first token.
+        self.opening = renderer.start()
         try:
             async for delta in stream:
-                if chunk := renderer.delta(delta):
-                    await self.send_body(chunk, more_body=True)
+                await self._send_events(renderer.delta(delta), more_body=True)
         except StreamInterrupted as error:  # bytes already went out: no fallback, a last error event
-            await self.send_body(renderer.error(error), more_body=False)
+            await self._send_events(renderer.error(error), more_body=False)
             return 200
-        await self.send_body(renderer.end(stream.finish_reason, stream.usage, stream.cost_usd), more_body=False)
+        await self._send_events(renderer.end(stream.finish_reason, stream.usage, stream.cost_usd), more_body=False)
         return 200
+
+    async def _send_events(self, events: bytes, *, more_body: bool) -> None:
+        """The stream's next bytes, after its opening events if those have not gone out yet."""
+        events, self.opening = self.opening + events, b""
+        if events or not more_body:
+            await self.send_body(events, more_body=more_body)
 
 
 class ChatCompletionsConsumer(ChatConsumer):

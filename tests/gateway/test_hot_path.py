@@ -1,10 +1,11 @@
-"""A chat request leaves no cyclic garbage behind.
+"""What the hot path's speed rests on, checked through the ASGI application in this process.
 
-The worker runs with CPython's automatic collection off while requests are in flight (core.gcpacer):
-what a request allocates must be freed by reference counting when it ends. Objects in reference
-cycles would pile up until the pacer's growth limit forces a full collection, a pause with requests
-in flight. A traceback kept on an object it refers to, a closure over its own task, a Future stored
-on its own callback: each of these makes a cycle per request, and this test names what it finds.
+A chat request leaves no cyclic garbage behind. The worker runs with CPython's automatic collection
+off while requests are in flight (core.gcpacer): what a request allocates must be freed by reference
+counting when it ends. Objects in reference cycles would pile up until the pacer's growth limit forces
+a full collection, a pause with requests in flight. A traceback kept on an object it refers to, a
+closure over its own task, a Future stored on its own callback: each of these makes a cycle per
+request, and the test names what it finds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from django.db import connections
 
 from core.shutdown import run_shutdown_hooks
 from pulse.asgi import application
+from tests.helpers import asgi_post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,45 +33,8 @@ ALLOWED_PER_REQUEST = 0.25
 
 
 async def complete(body: bytes, key: str) -> int:
-    """One POST /v1/chat/completions through the ASGI application, as uvicorn would send it."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-        "headers": [
-            (b"host", b"127.0.0.1:8000"),
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {key}".encode()),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
-    incoming = [{"type": "http.request", "body": body, "more_body": False}]
-    answered = asyncio.Event()
-    status = 0
-
-    async def receive() -> dict:
-        if incoming:
-            return incoming.pop()
-        await answered.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif not message.get("more_body"):
-            answered.set()
-
-    await application(scope, receive, send)
-    return status
+    sent = await asgi_post(application, "/v1/chat/completions", body, key)
+    return sent[0]["status"]
 
 
 def test_chat_requests_make_no_cyclic_garbage(fake_providers, live_key, settings):
@@ -101,3 +66,27 @@ def test_chat_requests_make_no_cyclic_garbage(fake_providers, live_key, settings
 
     kinds = collections.Counter(type(thing).__qualname__ for thing in garbage)
     assert len(garbage) <= ALLOWED_PER_REQUEST * MEASURED, f"cyclic garbage: {kinds.most_common(12)}"
+
+
+def test_a_streams_opening_events_go_out_with_its_first_token(fake_providers, live_key):
+    """One write, not two, before the client sees the first token (the role chunk waits for it)."""
+    fake_providers["openai"].reply("Hello there, friend.")
+    body = json.dumps(
+        {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "Say hello."}]}
+    ).encode()
+
+    async def stream() -> list[dict]:
+        try:
+            return await asgi_post(application, "/v1/chat/completions", body, live_key)
+        finally:
+            await run_shutdown_hooks()
+            await sync_to_async(connections.close_all)()
+
+    sent = asyncio.run(stream())
+
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    first = [json.loads(line.removeprefix(b"data: ")) for line in sent[1]["body"].split(b"\n\n") if line]
+    deltas = [chunk["choices"][0]["delta"] for chunk in first]
+    assert deltas[0].get("role") == "assistant" and deltas[1].get("content")
+    text = b"".join(message["body"] for message in sent[1:])
+    assert text.endswith(b"data: [DONE]\n\n") and sent[-1]["more_body"] is False
