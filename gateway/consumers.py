@@ -180,6 +180,12 @@ class JsonApiConsumer(AsyncHttpConsumer):
         except ValueError as exc:  # UnicodeDecodeError included
             raise InvalidRequest(f"The body is not valid JSON: {exc}", code="invalid_json") from None
 
+    async def send_response(self, status: int, body: bytes, *, headers: list[tuple[bytes, bytes]]) -> None:
+        """A whole answer, with its Content-Length: sent as it is rather than in chunked framing."""
+        length = (b"Content-Length", str(len(body)).encode())
+        await self.send_headers(status=status, headers=[*headers, length])
+        await self.send_body(body)
+
     async def _send_json(self, status: int, payload: Any, headers: dict[str, str]) -> None:
         all_headers = {"Content-Type": JSON, **self.common_headers, **headers}
         await self.send_response(status, dumps(payload), headers=_headers(all_headers))

@@ -40,6 +40,8 @@ def test_chat_complete_answers_through_each_provider(gateway, live_key, fake_pro
     assert response.headers["X-Pulse-Provider"] == provider
     assert response.headers["X-Pulse-Model"] == MODELS[provider]
     assert response.headers["X-Request-Id"] == body["id"]
+    assert response.headers["Content-Length"] == str(len(response.content))  # whole, not chunked
+    assert "Transfer-Encoding" not in response.headers
     assert fake.calls == 1
 
 
