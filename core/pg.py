@@ -9,11 +9,13 @@ exactly the parameters Django uses. None when the database is not PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from django.conf import settings
 from django.db import connections
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from core.loops import PerLoop
@@ -76,6 +78,30 @@ async def _execute(sql: str, params: Sequence[Any]) -> int:
 
 _writes: PerLoop[set[asyncio.Future[int]]] = PerLoop(set)
 
+# The connection a serial writer keeps checked out (at most one per loop; see serial_connection).
+_kept: PerLoop[list[AsyncConnection[Any]]] = PerLoop(list)
+
+
+@asynccontextmanager
+async def serial_connection() -> AsyncIterator[AsyncConnection[Any]]:
+    """This loop's kept connection, for a writer that sends one statement at a time (the ledger's group
+    commit): checked out of the pool once rather than per statement, since a checkout and return cost
+    about as much client CPU as the INSERT itself (measured 160 µs with one against 90 µs without).
+    After any error the connection goes back to the pool, which discards it if it is broken or in a
+    transaction, and the next use checks out another."""
+    kept = _kept.get()
+    pool = await async_pool()
+    assert pool is not None
+    if not kept or kept[0].closed:
+        kept[:] = [await pool.getconn()]
+    connection = kept[0]
+    try:
+        yield connection
+    except BaseException:
+        kept.clear()
+        await pool.putconn(connection)
+        raise
+
 
 @drain_on_shutdown
 async def finish_writes() -> None:
@@ -88,5 +114,8 @@ async def finish_writes() -> None:
 @on_shutdown
 async def close_async_pool() -> None:
     opening = _pools.pop()
+    kept = _kept.pop() or []
     if opening is not None and opening.done() and not _failed_or_closed(opening):
+        for connection in kept:  # back first: closing waits for every connection checked out
+            await opening.result().putconn(connection)
         await opening.result().close()

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from decimal import Decimal
 
+import psycopg
 import pytest
 
 from billing import ledger
@@ -14,7 +15,7 @@ from billing.budget import Amounts, budget_reserve
 from billing.ledger import UsageEvent, aledger_record_usage
 from billing.models import BudgetPeriod, UsageRecord
 from core.caps import Caps
-from core.pg import close_async_pool, is_postgresql
+from core.pg import async_pool, close_async_pool, is_postgresql, serial_connection
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -189,3 +190,36 @@ def test_rows_written_in_a_batch_are_the_rows_the_orm_writes(user, batches):
     assert max(batches) > 1
     for n in range(5):
         assert UsageRecord.objects.values(*columns).get(request_id=f"req_b{n}") == orm
+
+
+def test_the_writer_keeps_one_connection_and_replaces_it_when_it_breaks(user):
+    """Batches share one checked-out connection (a checkout per batch cost as much as the INSERT). When
+    that connection dies, the write on it fails, and the next one checks out a new connection."""
+
+    async def writes() -> tuple[int, int, type[BaseException] | None, int]:
+        for n in range(3):
+            await aledger_record_usage(event(user.pk, n))
+        pool = await async_pool()
+        assert pool is not None
+        checkouts = pool.get_stats()["requests_num"]
+        async with serial_connection() as kept:
+            backend = kept.info.backend_pid
+        async with pool.connection() as other:  # the server ends the writer's session, as a restart would
+            await other.execute("SELECT pg_terminate_backend(%s)", [backend])
+        failed = None
+        try:
+            await aledger_record_usage(event(user.pk, 3))
+        except Exception as exc:  # the row whose connection died is not acknowledged
+            failed = type(exc)
+        await aledger_record_usage(event(user.pk, 4))
+        async with serial_connection() as replaced:
+            new_backend = replaced.info.backend_pid
+        await close_async_pool()
+        return checkouts, backend, failed, new_backend
+
+    checkouts, backend, failed, new_backend = asyncio.run(writes())
+
+    assert checkouts == 1  # three writes, one checkout
+    assert failed is not None and issubclass(failed, psycopg.OperationalError)
+    assert new_backend != backend
+    assert set(UsageRecord.objects.values_list("request_id", flat=True)) == {f"req_group_{n}" for n in (0, 1, 2, 4)}
