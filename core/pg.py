@@ -90,17 +90,21 @@ async def serial_connection() -> AsyncIterator[AsyncConnection[Any]]:
     After any error the connection goes back to the pool, which discards it if it is broken or in a
     transaction, and the next use checks out another."""
     kept = _kept.get()
-    pool = await async_pool()
-    assert pool is not None
     if not kept or kept[0].closed:
-        kept[:] = [await pool.getconn()]
+        kept[:] = [await (await _pool()).getconn()]
     connection = kept[0]
     try:
         yield connection
     except BaseException:
         kept.clear()
-        await pool.putconn(connection)
+        await (await _pool()).putconn(connection)
         raise
+
+
+async def _pool() -> AsyncConnectionPool:
+    pool = await async_pool()
+    assert pool is not None, "serial_connection is for PostgreSQL"
+    return pool
 
 
 @drain_on_shutdown
