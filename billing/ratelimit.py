@@ -27,7 +27,7 @@ from redis.exceptions import NoScriptError
 from core.batching import Coalescer
 from core.loops import PerLoop
 from core.principal import Principal
-from core.redis import shared_redis
+from core.redis import serial_connection, shared_redis
 
 logger = logging.getLogger(__name__)
 
@@ -173,15 +173,27 @@ class RateLimiter:
 async def _run_sliding_logs(calls: list[tuple[str | int, ...]]) -> list[Sequence[int]]:
     """Each call's (allowed, remaining, frees in us), from one script call for the batch: its keys, and
     their ARGV one after another. By the script's digest, so its text crosses the wire once per Redis."""
-    client = shared_redis()
-    assert client is not None
     keys = [call[0] for call in calls]
     argv = [value for call in calls for value in call[1:]]
     try:
-        flat = await client.evalsha(SLIDING_LOG_SHA, len(keys), *keys, *argv)
-    except NoScriptError:  # a fresh (or flushed) Redis: EVAL sends the text and caches it
-        flat = await client.eval(SLIDING_LOG, len(keys), *keys, *argv)
+        flat = await _sliding_logs_script(keys, argv)
+    except redis.ConnectionError:
+        # The kept connection died (Redis restarted, say): once more, on a new one. If the first try ran
+        # before the connection broke, each request's member (its own uuid) is in its log already and is
+        # not added twice; at worst a request at its limit is refused where the lost answer allowed it.
+        flat = await _sliding_logs_script(keys, argv)
     return [flat[at : at + 3] for at in range(0, len(flat), 3)]
+
+
+async def _sliding_logs_script(keys: list[str | int], argv: list[str | int]) -> list[int]:
+    async with serial_connection() as connection:  # one batch at a time (the Coalescer below)
+        try:
+            await connection.send_command("EVALSHA", SLIDING_LOG_SHA, len(keys), *keys, *argv)
+            flat: list[int] = await connection.read_response()
+        except NoScriptError:  # a fresh (or flushed) Redis: EVAL sends the text and caches it
+            await connection.send_command("EVAL", SLIDING_LOG, len(keys), *keys, *argv)
+            flat = await connection.read_response()
+    return flat
 
 
 _round_trips: PerLoop[Coalescer[tuple[str | int, ...], Sequence[int]]] = PerLoop(

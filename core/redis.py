@@ -3,8 +3,12 @@ circuit breakers). None when REDIS_URL is unset: callers then keep that state in
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.exceptions import ResponseError
 
 from core.loops import PerLoop
 from core.shutdown import on_shutdown
@@ -24,14 +28,43 @@ def _new_client() -> aioredis.Redis:
 
 
 _clients: PerLoop[aioredis.Redis] = PerLoop(_new_client)
+# The connection a serial caller keeps out of the pool (at most one per loop; see serial_connection).
+_kept: PerLoop[list[aioredis.Connection]] = PerLoop(list)
 
 
 def shared_redis() -> aioredis.Redis | None:
     return _clients.get() if settings.REDIS_URL else None
 
 
+@asynccontextmanager
+async def serial_connection() -> AsyncIterator[aioredis.Connection]:
+    """This loop's kept connection of the shared pool, for a caller that sends one command at a time and
+    reads its reply (the rate limiter's batched script): a command through the client, with its pool
+    checkout, retry wrapper and timeout per call, costs 85-120 µs of CPU here against 60-70 µs on the
+    connection. An error reply leaves the connection as it was; any other failure disconnects it and
+    gives it back, and the next use checks out another."""
+    client = shared_redis()
+    assert client is not None, "serial_connection needs REDIS_URL"
+    kept = _kept.get()
+    if not kept:
+        kept[:] = [await client.connection_pool.get_connection()]  # type: ignore[no-untyped-call]  # untyped upstream
+    connection = kept[0]
+    try:
+        yield connection
+    except ResponseError:
+        raise
+    except BaseException:
+        kept.clear()
+        await connection.disconnect()
+        await client.connection_pool.release(connection)
+        raise
+
+
 @on_shutdown
 async def close_shared_redis() -> None:
     """Close this loop's client (ASGI lifespan shutdown)."""
+    kept = _kept.pop() or []
     if (client := _clients.pop()) is not None:
+        for connection in kept:
+            await client.connection_pool.release(connection)
         await client.aclose()

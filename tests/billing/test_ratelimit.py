@@ -6,6 +6,7 @@ import redis.asyncio as aioredis
 
 from billing import ratelimit
 from billing.ratelimit import SLIDING_LOG_SHA, LocalSlidingLog, RateLimiter
+from core.redis import serial_connection
 from core.shutdown import run_shutdown_hooks
 
 
@@ -134,3 +135,22 @@ async def test_a_redis_outage_fails_open_for_every_request_of_a_batch(settings, 
     assert all(d.allowed for d in decisions)
     assert "Redis unavailable" in caplog.text
     await run_shutdown_hooks()
+
+
+async def test_a_dead_redis_connection_is_replaced_without_failing_open(settings, redis_url, caplog):
+    """The limiter's batches go over one kept connection. When Redis drops it (a restart, CLIENT KILL),
+    the next batch goes again on a new connection: still limited, nothing let through unlimited."""
+    settings.REDIS_URL = redis_url
+    limiter = RateLimiter()
+    admin = aioredis.Redis.from_url(redis_url)
+    first = await limiter.acquire("killed", 2, 60)
+    async with serial_connection() as kept:
+        await kept.send_command("CLIENT", "ID")
+        kept_id = await kept.read_response()
+    assert await admin.client_kill_filter(_id=kept_id) == 1
+    decisions = [await limiter.acquire("killed", 2, 60) for _ in range(2)]
+    await admin.aclose()
+    await run_shutdown_hooks()
+
+    assert first.allowed and [d.allowed for d in decisions] == [True, False]  # exact across the reconnect
+    assert "Redis unavailable" not in caplog.text
