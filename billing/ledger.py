@@ -109,19 +109,13 @@ def _insert_params(event: UsageEvent) -> list[Any]:
     ]
 
 
-async def aledger_record_usage(event: UsageEvent, reservation: Reservation | None = None) -> None:
-    """ledger_record_usage for the event loop: on PostgreSQL through the async pool, with no thread. A
-    row with nothing to settle shares a commit with the rows that finish while the previous write is in
-    flight (group commit); a capped user's row goes alone, with its settlement in the same statement.
-    Elsewhere (SQLite) through the ORM. Returns once the row is committed: the client is answered only
-    after that."""
-    await ledger_write(event, reservation)
-
-
-def ledger_write(event: UsageEvent, reservation: Reservation | None = None) -> Awaitable[None]:
-    """aledger_record_usage, begun now. A row for the group commit is queued at once and its future
-    returned: shielding that from a client who leaves (gateway.pipeline.meter) makes no task, where a
-    coroutine would need one per request."""
+def aledger_record_usage(event: UsageEvent, reservation: Reservation | None = None) -> Awaitable[None]:
+    """ledger_record_usage for the event loop, begun now; awaiting it returns once the row is committed
+    (the client is answered only after that). On PostgreSQL through the async pool, with no thread: a
+    row with nothing to settle is queued at once for a commit shared with the rows that finish while the
+    previous write is in flight (group commit), and its future returned, so shielding it from a client
+    who leaves (gateway.pipeline.meter) makes no task; a capped user's row goes alone, with its
+    settlement in the same statement. Elsewhere (SQLite) through the ORM."""
     if not is_postgresql():
         written: Awaitable[None] = database_sync_to_async(ledger_record_usage)(event, reservation)
         return written

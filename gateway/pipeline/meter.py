@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from billing.budget import Amounts, Reservation, abudget_release, abudget_reserve
-from billing.ledger import UsageEvent, ledger_write
+from billing.ledger import UsageEvent, aledger_record_usage
 from billing.models import UsageRecord
 from billing.pricing import usage_cost
 from core.principal import Principal
@@ -109,7 +109,7 @@ class Meter:
 
     def write(self, event: UsageEvent, reservation: Reservation | None) -> Awaitable[None]:
         """Append the ledger row and settle the hold (a media job's meter also finishes the job there)."""
-        return ledger_write(event, reservation)
+        return aledger_record_usage(event, reservation)
 
     async def _record(
         self,
