@@ -3,6 +3,7 @@ never from one another. Fixtures live in tests/conftest.py."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import os
@@ -17,6 +18,52 @@ import openai
 from billing.models import UsageRecord
 
 ROOT = Path(__file__).resolve().parent.parent  # the project: where manage.py is
+
+# --- one request through the ASGI application in this process, as uvicorn sends it --------------
+
+
+async def asgi_post(application, path: str, body: bytes, key: str) -> list[dict]:
+    """POST body to path; returns the ASGI messages the application sent (start, then body parts).
+    Run in the caller's context, as uvicorn runs a request: Channels' HttpCommunicator runs the
+    application in an empty one, and a database session opened there outlived the suite (PostgreSQL
+    refused to drop the test database at teardown)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {key}".encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    incoming = [{"type": "http.request", "body": body, "more_body": False}]
+    answered = asyncio.Event()
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if incoming:
+            return incoming.pop()
+        await answered.wait()  # the client stays until the answer ends
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            answered.set()
+
+    await application(scope, receive, send)
+    return sent
+
 
 # --- chat over real HTTP, against the live gateway ---------------------------------------------
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to me"}]

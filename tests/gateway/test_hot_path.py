@@ -17,11 +17,11 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import HttpCommunicator
 from django.db import connections
 
 from core.shutdown import run_shutdown_hooks
 from pulse.asgi import application
+from tests.helpers import asgi_post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,22 +32,9 @@ MEASURED = 60
 ALLOWED_PER_REQUEST = 0.25
 
 
-async def post(body: bytes, key: str) -> list[dict]:
-    """POST /v1/chat/completions through the ASGI application; the messages it sent, one by one (a
-    stream's body parts as they went out). The client stays until the answer ends, as uvicorn's does."""
-    headers = [(b"content-type", b"application/json"), (b"authorization", f"Bearer {key}".encode())]
-    chat = HttpCommunicator(application, "POST", "/v1/chat/completions", body, headers)
-    await chat.send_input({"type": "http.request", "body": body})
-    sent = [await chat.receive_output(timeout=5)]
-    while sent[-1]["type"] != "http.response.body" or sent[-1].get("more_body"):
-        sent.append(await chat.receive_output(timeout=5))
-    await chat.send_input({"type": "http.disconnect"})
-    await chat.wait(timeout=5)
-    return sent
-
-
 async def complete(body: bytes, key: str) -> int:
-    return (await post(body, key))[0]["status"]
+    sent = await asgi_post(application, "/v1/chat/completions", body, key)
+    return sent[0]["status"]
 
 
 def test_chat_requests_make_no_cyclic_garbage(fake_providers, live_key, settings):
@@ -90,7 +77,7 @@ def test_a_streams_opening_events_go_out_with_its_first_token(fake_providers, li
 
     async def stream() -> list[dict]:
         try:
-            return await post(body, live_key)
+            return await asgi_post(application, "/v1/chat/completions", body, live_key)
         finally:
             await run_shutdown_hooks()
             await sync_to_async(connections.close_all)()
