@@ -15,7 +15,6 @@ import logging
 import math
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from django.conf import settings
 from redis.exceptions import NoScriptError
 
 from core.batching import Coalescer
+from core.ids import unique_hex
 from core.loops import PerLoop
 from core.principal import Principal
 from core.redis import serial_connection, shared_redis
@@ -135,7 +135,7 @@ class RateLimiter:
         self.local = LocalSlidingLog() if clock is None else LocalSlidingLog(clock=lambda: clock() / 1_000_000)
 
     def _args(self, key: str, limit: int, window_s: float) -> tuple[str | int, ...]:
-        member = uuid.uuid4().hex
+        member = unique_hex()
         now_us = self.clock() if self.clock is not None else ""  # "": the script asks Redis
         return (f"pulse:ratelimit:{key}", limit, int(window_s * 1_000_000), member, now_us)
 
@@ -179,7 +179,7 @@ async def _run_sliding_logs(calls: list[tuple[str | int, ...]]) -> list[Sequence
         flat = await _sliding_logs_script(keys, argv)
     except redis.ConnectionError:
         # The kept connection died (Redis restarted, say): once more, on a new one. If the first try ran
-        # before the connection broke, each request's member (its own uuid) is in its log already and is
+        # before the connection broke, each request's member (its own unique id) is in its log already and is
         # not added twice; at worst a request at its limit is refused where the lost answer allowed it.
         flat = await _sliding_logs_script(keys, argv)
     return [flat[at : at + 3] for at in range(0, len(flat), 3)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, cast
@@ -13,6 +12,8 @@ from typing import Any, cast
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 from prometheus_client import Counter, Histogram
+
+from core.ids import unique_hex
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _current_request_id: ContextVar[str] = ContextVar("pulse_request_id", default="-")
@@ -35,7 +36,7 @@ GetResponse = Callable[[HttpRequest], HttpResponseBase | Awaitable[HttpResponseB
 
 def new_request_id() -> str:
     """Pulse's own id for a request: unique, so it can key the ledger (a client's id may repeat)."""
-    return f"req_{uuid.uuid4().hex}"
+    return f"req_{unique_hex()}"
 
 
 def response_request_id(client_value: str | None, request_id: str) -> str:

@@ -36,12 +36,16 @@ class Prices:
 
     def covers(self, modality: str) -> bool:
         """Whether every price this modality is billed by is set."""
-        needed = {
-            Modality.CHAT: (self.input_usd_per_mtok, self.output_usd_per_mtok),
-            Modality.IMAGE: (self.usd_per_image,),
-            Modality.VIDEO: (self.usd_per_video_second,),
-        }[Modality(modality)]
-        return all(price is not None for price in needed)
+        return all(getattr(self, name) is not None for name in _BILLED_BY[modality])
+
+
+# The prices each modality is billed by (checked per candidate on every request, so a table, not a
+# mapping of values built per call).
+_BILLED_BY: dict[str, tuple[str, ...]] = {
+    Modality.CHAT: ("input_usd_per_mtok", "output_usd_per_mtok"),
+    Modality.IMAGE: ("usd_per_image",),
+    Modality.VIDEO: ("usd_per_video_second",),
+}
 
 
 @dataclass(frozen=True)
