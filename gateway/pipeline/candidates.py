@@ -15,7 +15,6 @@ breaker is not told: refusing is not failing).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -153,21 +152,20 @@ def exhausted_error(attempts: list[Attempt]) -> ApiError:
     return refusal_error(refusals[-1].provider) if refusals else all_failed_error(attempts)
 
 
-async def _usable(candidates: list[Candidate], attempts: list[Attempt]) -> AsyncIterator[Candidate]:
-    """The candidates whose circuit is closed; the others are recorded as skipped."""
-    await breaker.refresh(c.provider.name for c in candidates)
-    for candidate in candidates:
-        if breaker.is_open(candidate.provider.name):
-            attempts.append(
-                Attempt(
-                    candidate.provider.name,
-                    candidate.upstream_model,
-                    "provider_cooling_down",
-                    message="skipped: failing recently",
-                )
-            )
-            continue
-        yield candidate
+def _cooling_down(candidate: Candidate, attempts: list[Attempt]) -> bool:
+    """Whether the candidate's circuit is open; if so it is recorded as skipped. Asked as each candidate's
+    turn comes (a failure of an earlier one may have just opened its provider's circuit)."""
+    if not breaker.is_open(candidate.provider.name):
+        return False
+    attempts.append(
+        Attempt(
+            candidate.provider.name,
+            candidate.upstream_model,
+            "provider_cooling_down",
+            message="skipped: failing recently",
+        )
+    )
+    return True
 
 
 def _record_refusal(candidate: Candidate, attempts: list[Attempt]) -> bool:
@@ -207,7 +205,12 @@ async def _failed(candidate: Candidate, error: ProviderError, attempts: list[Att
 async def try_candidates(candidates: list[Candidate], operation: Operation[R]) -> Settled[R]:
     """The first candidate's answer to the operation, in order, with fallback and the circuit breaker."""
     attempts: list[Attempt] = []
-    async for candidate in _usable(candidates, attempts):
+    # A plain loop, not an async generator of the usable candidates: the early return would leave such a
+    # generator unfinished, and the event loop then spends a task (and a wake-up) on closing it.
+    await breaker.refresh(c.provider.name for c in candidates)
+    for candidate in candidates:
+        if _cooling_down(candidate, attempts):
+            continue
         try:
             result = await operation.call(candidate)
         except ProviderError as error:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -120,8 +121,11 @@ class HttpProviderClient(ProviderClient):
         try:
             async with self.post(url, body) as response:
                 await self.raise_for_status(response)
-                async for event in sse_events(response):
-                    yield event
+                # Closed here when the caller stops early (the protocol's last event): left unfinished,
+                # the event loop would close it later with a task of its own.
+                async with aclosing(sse_events(response)) as events:
+                    async for event in events:
+                        yield event
         except TRANSPORT_ERRORS as exc:
             raise self.transport_error(exc) from exc
         except HttpProcessingError as exc:  # a line past the read buffer (undecodable bytes are replaced)

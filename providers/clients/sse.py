@@ -7,12 +7,12 @@ before its blank line is dropped, as the SSE specification says.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import aiohttp
 
 
-async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str | None, str]]:
+async def sse_events(response: aiohttp.ClientResponse) -> AsyncGenerator[tuple[str | None, str]]:
     event: str | None = None
     data: list[str] = []
     async for raw_line in response.content:

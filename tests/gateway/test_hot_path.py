@@ -1,5 +1,8 @@
 """What the hot path's speed rests on, checked through the ASGI application in this process.
 
+A request leaves no async generator unfinished: the event loop closes such a generator with a task
+of its own (and, under uvloop, a wake-up through its eventfd) when it is freed.
+
 A chat request leaves no cyclic garbage behind. The worker runs with CPython's automatic collection
 off while requests are in flight (core.gcpacer): what a request allocates must be freed by reference
 counting when it ends. Objects in reference cycles would pile up until the pacer's growth limit forces
@@ -14,6 +17,7 @@ import asyncio
 import collections
 import gc
 import json
+import sys
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -90,3 +94,29 @@ def test_a_streams_opening_events_go_out_with_its_first_token(fake_providers, li
     assert deltas[0].get("role") == "assistant" and deltas[1].get("content")
     text = b"".join(message["body"] for message in sent[1:])
     assert text.endswith(b"data: [DONE]\n\n") and sent[-1]["more_body"] is False
+
+
+def test_requests_leave_no_async_generator_for_the_loop_to_close(fake_providers, live_key):
+    fake_providers["openai"].reply("Hello there, friend.")
+    message = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello."}]}
+    bodies = [json.dumps(message).encode(), json.dumps(message | {"stream": True}).encode()]
+
+    async def requests() -> list[str]:
+        hooks = sys.get_asyncgen_hooks()  # the loop's: a generator freed unfinished is handed to its finalizer
+        left: list[str] = []
+
+        def finalizer(generator) -> None:
+            left.append(generator.ag_code.co_qualname)
+            hooks.finalizer(generator)
+
+        sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+        try:
+            for body in bodies:
+                sent = await asgi_post(application, "/v1/chat/completions", body, live_key)
+                assert sent[0]["status"] == 200
+            return left
+        finally:
+            await run_shutdown_hooks()
+            await sync_to_async(connections.close_all)()
+
+    assert asyncio.run(requests()) == []
