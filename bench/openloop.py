@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 import time
@@ -95,6 +96,11 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=30.0)
     args = parser.parse_args()
     headers = {"Content-Type": "application/json"} | ({"Authorization": args.auth} if args.auth else {})
+    # The client's own garbage collector stays off: a collection while answers arrive would be timed as
+    # the server's latency. Measured against the fake upstream alone at 1,000 req/s (1 s delay): with
+    # it on, p99 added +17-20 ms and the client started requests up to 34-40 ms late; with it off, +2.4
+    # ms and 8-10 ms. What a run allocates is bounded by its request count and freed at exit.
+    gc.disable()
     result = uvloop.run(open_loop(args.url, headers, args.body.encode(), args.rate, args.seconds, args.timeout_s))
     json.dump(summarize(result, args.rate, args.seconds, args.expected_s), sys.stdout)
     print()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 import time
@@ -101,6 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     headers = {"Content-Type": "application/json"} | ({"Authorization": args.auth} if args.auth else {})
     body = args.body.encode()
+    gc.disable()  # no collector pauses timed as the server's (see bench/openloop.py)
     if args.mode == "ttft":
         result = uvloop.run(ttft(args.url, headers, body, args.samples))
     else:
