@@ -27,7 +27,7 @@ from core.batching import Coalescer
 from core.ids import unique_hex
 from core.loops import PerLoop
 from core.principal import Principal
-from core.redis import serial_connection, shared_redis
+from core.redis import read_reply, serial_connection, shared_redis
 
 logger = logging.getLogger(__name__)
 
@@ -189,10 +189,10 @@ async def _sliding_logs_script(keys: list[str | int], argv: list[str | int]) -> 
     async with serial_connection() as connection:  # one batch at a time (the Coalescer below)
         try:
             await connection.send_command("EVALSHA", SLIDING_LOG_SHA, len(keys), *keys, *argv)
-            flat: list[int] = await connection.read_response()
+            flat: list[int] = await read_reply(connection)
         except NoScriptError:  # a fresh (or flushed) Redis: EVAL sends the text and caches it
             await connection.send_command("EVAL", SLIDING_LOG, len(keys), *keys, *argv)
-            flat = await connection.read_response()
+            flat = await read_reply(connection)
     return flat
 
 

@@ -2,8 +2,10 @@
 
 import asyncio
 
+import pytest
 import redis.asyncio as aioredis
 
+import core.redis
 from billing import ratelimit
 from billing.ratelimit import SLIDING_LOG_SHA, LocalSlidingLog, RateLimiter
 from core.redis import serial_connection
@@ -154,3 +156,43 @@ async def test_a_dead_redis_connection_is_replaced_without_failing_open(settings
 
     assert first.allowed and [d.allowed for d in decisions] == [True, False]  # exact across the reconnect
     assert "Redis unavailable" not in caplog.text
+
+
+@pytest.mark.parametrize("stops", ["before the handshake", "after the handshake"])
+async def test_a_redis_that_stops_answering_fails_open_after_the_socket_timeout(
+    stops, settings, redis_url, monkeypatch, caplog
+):
+    """The kept connection has no socket timeout of its own (core.redis.serial_connection): its handshake
+    and each reply are awaited with one. A Redis that stops answering must not hold requests forever.
+    Between the limiter and the real Redis, a proxy that stops passing the client's bytes on: from the
+    start, or from the rate-limit script on (the handshake done)."""
+    real = aioredis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    tasks: list[asyncio.Task] = []
+
+    async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, to_redis: bool) -> None:
+        passing = stops == "after the handshake"
+        while data := await source.read(1 << 16):
+            passing = passing and not (to_redis and b"EVAL" in data)
+            if passing or not to_redis:
+                sink.write(data)
+        sink.close()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(real["host"], real["port"])
+        tasks.append(asyncio.create_task(pump(upstream_reader, writer, to_redis=False)))
+        await pump(reader, upstream_writer, to_redis=True)
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    settings.REDIS_URL = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/{real.get('db', 0)}"
+    monkeypatch.setattr(core.redis, "SOCKET_TIMEOUT_S", 0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    decision = await RateLimiter().acquire("stuck", 1, 60)
+    waited = loop.time() - started
+    await run_shutdown_hooks()
+    server.close()
+    await server.wait_closed()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert decision.allowed and "Redis unavailable" in caplog.text
+    assert 0.2 <= waited < 1.5
