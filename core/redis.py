@@ -35,7 +35,7 @@ def _new_client() -> aioredis.Redis:
 
 
 _clients: PerLoop[aioredis.Redis] = PerLoop(_new_client)
-# The connection a serial caller keeps out of the pool (at most one per loop; see serial_connection).
+# The connection a serial caller keeps, made beside the pool (at most one per loop; see serial_connection).
 _kept: PerLoop[list[AbstractConnection]] = PerLoop(list)
 
 
@@ -51,8 +51,8 @@ async def serial_connection() -> AsyncIterator[AbstractConnection]:
     shared pool's settings but no socket timeout of its own, since redis-py would then send each command
     from a task of its own (asyncio.wait_for, one loop turn later, with a timer): the caller reads the
     reply with read_reply() instead, which is where a stuck Redis shows (a command is a few hundred
-    bytes, which the socket's buffer takes at once). An error reply leaves the
-    connection as it was; any other failure disconnects it, and the next use opens another."""
+    bytes, which the socket's buffer takes at once). An error reply leaves the connection as it was;
+    any other failure disconnects it, and the next use opens another."""
     client = shared_redis()
     assert client is not None, "serial_connection needs REDIS_URL"
     kept = _kept.get()

@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 import core.redis
 from billing import ratelimit
 from billing.ratelimit import SLIDING_LOG_SHA, LocalSlidingLog, RateLimiter
-from core.redis import serial_connection
+from core.redis import read_reply, serial_connection
 from core.shutdown import run_shutdown_hooks
 
 
@@ -148,7 +148,7 @@ async def test_a_dead_redis_connection_is_replaced_without_failing_open(settings
     first = await limiter.acquire("killed", 2, 60)
     async with serial_connection() as kept:
         await kept.send_command("CLIENT", "ID")
-        kept_id = await kept.read_response()
+        kept_id = await read_reply(kept)
     assert await admin.client_kill_filter(_id=kept_id) == 1
     decisions = [await limiter.acquire("killed", 2, 60) for _ in range(2)]
     await admin.aclose()
