@@ -7,7 +7,8 @@ Unlike a closed loop (wrk), a slow server does not slow the client down: request
 start + i / rate whatever happened to the others, and its latency runs from that moment, so time a
 request spent waiting for the client (or behind a stalled server) counts against the server.
 Prints one JSON object: target and achieved rate, errors by kind, latency percentiles and the same
-minus --expected-s (the upstream's own delay).
+minus --expected-s (the upstream's own delay), and the p99 within each second of the schedule (so a
+high p99 shows as one stall or as a queue that lasted the whole run).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def percentile(ordered: list[float], p: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else None
 
 
-async def call(session: aiohttp.ClientSession, url: str, headers: dict, body: bytes, due: float) -> tuple[str, float]:
+async def call(
+    session: aiohttp.ClientSession, url: str, headers: dict, body: bytes, due: float
+) -> tuple[str, float, float]:
     try:
         async with session.post(url, data=body, headers=headers) as response:
             await response.read()
@@ -37,7 +40,7 @@ async def call(session: aiohttp.ClientSession, url: str, headers: dict, body: by
         outcome = "timeout"
     except aiohttp.ClientError as error:
         outcome = type(error).__name__
-    return outcome, time.perf_counter() - due
+    return outcome, time.perf_counter() - due, due
 
 
 async def open_loop(url: str, headers: dict, body: bytes, rate: float, seconds: float, timeout_s: float) -> dict:
@@ -58,8 +61,12 @@ async def open_loop(url: str, headers: dict, body: bytes, rate: float, seconds: 
                 await asyncio.sleep(max(0.0, start + len(tasks) / rate - time.perf_counter()))
         results = await asyncio.gather(*tasks)
         finished = time.perf_counter()
-    outcomes = Counter(outcome for outcome, _ in results)
-    latencies = sorted(latency for outcome, latency in results if outcome == "ok")
+    outcomes = Counter(outcome for outcome, _, _ in results)
+    latencies = sorted(latency for outcome, latency, _ in results if outcome == "ok")
+    by_second: dict[int, list[float]] = {}  # answered requests by the whole second of the schedule they were due in
+    for outcome, latency, due in results:
+        if outcome == "ok":
+            by_second.setdefault(int(due - start), []).append(latency)
     return {
         "count": count,
         "outcomes": dict(outcomes),
@@ -68,6 +75,7 @@ async def open_loop(url: str, headers: dict, body: bytes, rate: float, seconds: 
         "client_start_lag_ms": round(lag * 1000, 2),
         "wall_s": round(finished - start, 3),
         "latencies_s": latencies,
+        "p99_s_by_second": [percentile(sorted(values), 99) for _, values in sorted(by_second.items())],
     }
 
 
@@ -82,6 +90,10 @@ def summarize(result: dict, rate: float, seconds: float, expected_s: float) -> d
         result[f"p{p:g}_ms"] = None if value is None else round(value * 1000, 2)
         result[f"p{p:g}_added_ms"] = None if value is None else round((value - expected_s) * 1000, 2)
     result["max_ms"] = round(latencies[-1] * 1000, 2) if latencies else None
+    # Whether a high p99 is one stall or a queue all along: p99 within each second of the schedule.
+    by_second = [round((value - expected_s) * 1000, 1) for value in result.pop("p99_s_by_second") if value is not None]
+    result["p99_added_ms_by_second"] = by_second
+    result["worst_second_p99_added_ms"] = max(by_second, default=None)
     return result
 
 
