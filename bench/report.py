@@ -127,6 +127,20 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
     )
     two = ratios(tp, PULSE2, PULSE, "rps")
     rows.append(("2 workers vs 1 (same run)", f"{spread(two, '{:.2f}x')}", "", ">= 1.8x", verdict(median(two) >= 1.8)))
+    # Why two workers fall short on this machine: the load generator, the fake upstream, PostgreSQL and
+    # Redis run on the same two cores, so the workers get what those leave them.
+    two_cores = [r["gateway_cores"] for r in tp if r["target"] == PULSE2 and r.get("gateway_cores")]
+    two_per_cpu = ratios(per_cpu, PULSE2, PULSE, "rps_per_cpu")
+    rows.append(
+        (
+            "2 workers: cores they got (of the machine's 2, shared with the load generator, fake upstream, "
+            "PostgreSQL and Redis); req per CPU-second vs 1 worker",
+            f"{spread(two_cores, '{:.2f}')} cores; {spread(two_per_cpu, '{:.2f}x')}",
+            "",
+            "(no target; context)",
+            "",
+        )
+    )
     for p, limit in (("p50", 1.0), ("p99", 2.0)):
         pulse = differences(lat, PULSE, DIRECT, f"{p}_ms")
         litellm = differences(lat, LITELLM, DIRECT, f"{p}_ms")
