@@ -39,7 +39,7 @@ lint: install-dev
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 ## Pulse (PostgreSQL, Redis, full pipeline) against LiteLLM proxy on a fast fake upstream: wrk, open loop,
-## streams, RSS, GC pauses; writes bench/results/latest.md (~10 minutes). BENCH_ARGS=--quick for a smoke run.
+## streams, RSS, GC pauses; writes bench/results/latest.md (~15 minutes). BENCH_ARGS=--quick for a smoke run.
 bench: install
 	./bench/prepare.sh
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
