@@ -43,6 +43,15 @@ async def call(
     return outcome, time.perf_counter() - due, due
 
 
+def p99_by_second(results: list[tuple[str, float, float]], start: float) -> list[float | None]:
+    """The p99 latency of the answered requests due in each whole second of the schedule."""
+    by_second: dict[int, list[float]] = {}
+    for outcome, latency, due in results:
+        if outcome == "ok":
+            by_second.setdefault(int(due - start), []).append(latency)
+    return [percentile(sorted(values), 99) for _, values in sorted(by_second.items())]
+
+
 async def open_loop(url: str, headers: dict, body: bytes, rate: float, seconds: float, timeout_s: float) -> dict:
     count = int(rate * seconds)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
@@ -63,10 +72,6 @@ async def open_loop(url: str, headers: dict, body: bytes, rate: float, seconds: 
         finished = time.perf_counter()
     outcomes = Counter(outcome for outcome, _, _ in results)
     latencies = sorted(latency for outcome, latency, _ in results if outcome == "ok")
-    by_second: dict[int, list[float]] = {}  # answered requests by the whole second of the schedule they were due in
-    for outcome, latency, due in results:
-        if outcome == "ok":
-            by_second.setdefault(int(due - start), []).append(latency)
     return {
         "count": count,
         "outcomes": dict(outcomes),
@@ -75,7 +80,7 @@ async def open_loop(url: str, headers: dict, body: bytes, rate: float, seconds: 
         "client_start_lag_ms": round(lag * 1000, 2),
         "wall_s": round(finished - start, 3),
         "latencies_s": latencies,
-        "p99_s_by_second": [percentile(sorted(values), 99) for _, values in sorted(by_second.items())],
+        "p99_s_by_second": p99_by_second(results, start),
     }
 
 
