@@ -16,8 +16,11 @@ from core.shutdown import on_shutdown
 def _new_session() -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     # A 1 MiB read buffer: SSE lines from image-capable models can exceed aiohttp's default limit.
+    # No cookie jar: the session serves every user, so a cookie a provider sets on one answer (Cloudflare's
+    # __cf_bm on api.openai.com, say) would otherwise go out with everyone's later requests.
     return aiohttp.ClientSession(
         connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
         raise_for_status=False,
         trust_env=False,
         read_bufsize=2**20,

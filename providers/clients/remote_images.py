@@ -64,7 +64,9 @@ class PublicOnlyResolver(AbstractResolver):
 
 def _new_session() -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(resolver=PublicOnlyResolver(), limit=100, ttl_dns_cache=None)
-    return aiohttp.ClientSession(connector=connector, trust_env=False)
+    # No cookie jar: every user's image URLs share this session, and a cookie one user's fetch was given
+    # must not go out with another's.
+    return aiohttp.ClientSession(connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
 
 
 _sessions: PerLoop[aiohttp.ClientSession] = PerLoop(_new_session, stale=lambda session: session.closed)

@@ -13,7 +13,8 @@ PNG = tiny_png()
 
 
 class ImageHost(FakeProvider):
-    """Serves /cat.png, a big PNG, an HTML page, a slow PNG and a redirect to /cat.png; 404 otherwise."""
+    """Serves /cat.png, a big PNG, an HTML page, a slow PNG, a redirect to /cat.png and a PNG that sets a
+    cookie; 404 otherwise."""
 
     provider = "images"
 
@@ -39,4 +40,6 @@ class ImageHost(FakeProvider):
             return web.Response(body=PNG, content_type="image/png")
         if name == "hop.png":
             raise web.HTTPFound("/cat.png")
+        if name == "cookie.png":
+            return web.Response(body=PNG, content_type="image/png", headers={"Set-Cookie": "visitor=first-user"})
         raise web.HTTPNotFound()

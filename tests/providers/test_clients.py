@@ -281,6 +281,19 @@ async def test_closed_port_is_retryable_unreachable(upstream: Upstream) -> None:
     assert (error.code, error.retryable, error.status) == ("upstream_unreachable", True, None)
 
 
+async def test_a_cookie_a_provider_sets_is_never_sent_back(upstream: Upstream) -> None:
+    # One session serves every user's requests: a cookie kept from one answer (Cloudflare's __cf_bm,
+    # say) would ride on everyone's next requests. By host name, since aiohttp keeps none for an IP.
+    client = upstream.client(base_url=upstream.fake.base_url.replace("127.0.0.1", "localhost"))
+    upstream.fake.fail(upstream.protocol.overloaded, headers={"Set-Cookie": "__cf_bm=first-user; Path=/"})
+    with pytest.raises(ProviderError):
+        await client.complete(HI, model=upstream.model)
+    upstream.fake.reply(TEXT)
+    await client.complete(HI, model=upstream.model)
+    answered = upstream.fake.last_request
+    assert answered is not None and "cookie" not in answered.headers
+
+
 async def test_cut_stream_is_retryable_after_the_first_deltas(upstream: Upstream) -> None:
     upstream.fake.reply(TEXT)
     upstream.fake.cut_stream(2)

@@ -38,6 +38,18 @@ async def test_fetches_the_bytes_and_type_and_follows_a_redirect(host: ImageHost
 
 
 @pytest.mark.asyncio
+@override_settings(CHAT_IMAGE_FETCH_PRIVATE=True)
+async def test_a_cookie_an_image_host_sets_is_never_sent_back(host: ImageHost) -> None:
+    # Every user's image URLs share one session: a cookie from one user's fetch must not ride on the
+    # next. By host name, since aiohttp keeps no cookie for an IP address.
+    by_name = host.base_url.replace("127.0.0.1", "localhost")
+    await fetch_image(ChatImage(url=f"{by_name}/cookie.png"))
+    await fetch_image(ChatImage(url=f"{by_name}/cat.png"))
+    fetched = host.last_request
+    assert fetched is not None and fetched.path == "/cat.png" and "cookie" not in fetched.headers
+
+
+@pytest.mark.asyncio
 async def test_refuses_loopback_by_default(host: ImageHost) -> None:
     with pytest.raises(ImageFetchError, match="private or reserved"):
         await fetch_image(url(host, "cat.png"))
