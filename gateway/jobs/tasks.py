@@ -8,10 +8,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from celery import shared_task
+from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from core.shutdown import run_shutdown_hooks
 from gateway.jobs import lifecycle, runner
@@ -39,10 +39,27 @@ def run_async(step: Callable[[], Awaitable[None]]) -> None:
         close_old_connections()
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=SOFT_LIMIT_S, time_limit=SOFT_LIMIT_S + 20)
-def run_job(job_id: str, ticket: str) -> None:
+# A step whose database call failed for a reason that passes (SQLite's "locked", a PostgreSQL failover,
+# a dropped connection) is run again, as its own message would be: the lease makes a second run safe.
+# Without this the message was spent and the job waited for the reaper (JOB_STALE_GRACE_S and more).
+DATABASE_RETRIES = 5
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=SOFT_LIMIT_S,
+    time_limit=SOFT_LIMIT_S + 20,
+)
+def run_job(self: Task, job_id: str, ticket: str) -> None:
     try:
         run_async(lambda: runner.advance(job_id, ticket))
+    except (OperationalError, InterfaceError) as error:
+        if self.request.retries >= DATABASE_RETRIES:
+            raise
+        logger.warning("job %s: the database failed (%s); the step runs again", job_id, error)
+        raise self.retry(exc=error, countdown=runner.backoff_s(self.request.retries)) from error
     except SoftTimeLimitExceeded:
         job = Job.objects.filter(pk=job_id).first()
         if job is not None:

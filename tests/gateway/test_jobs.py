@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from django.db import OperationalError
 
 from billing.models import UsageRecord
 from gateway.jobs import lifecycle
@@ -118,6 +119,25 @@ def test_without_prefer_wait_the_answer_is_202_and_the_job_finishes(gateway, liv
     assert answer.status_code == 202 and answer.json()["status"] in ("queued", "running")
     job = wait_until_finished(answer.json()["id"])
     assert job.status == "succeeded" and job.images == 2 and job.outputs.count() == 2
+
+
+def test_a_step_whose_database_call_fails_runs_again(gateway, live_key, job_worker, monkeypatch):
+    # SQLite's "table is locked" (a reader in another thread), or a PostgreSQL failover, as the worker
+    # takes the job: the message must not be spent with the job left queued.
+    claims = []
+
+    def locked_once(job_id: str, ticket: str) -> lifecycle.Claim:
+        claims.append(job_id)
+        if len(claims) == 1:
+            raise OperationalError("database table is locked: gateway_job")
+        return claim(job_id, ticket)
+
+    claim = lifecycle.claim
+    monkeypatch.setattr(lifecycle, "claim", locked_once)
+    answer = create(gateway, live_key, {**SUNSET, "count": 1}, wait=None)
+    job = wait_until_finished(answer.json()["id"])
+    assert job.status == "succeeded" and job.images == 1
+    assert len(claims) == 2
 
 
 def test_filtered_video_fails_at_zero_cost(gateway, live_key, job_worker, fake_providers):
