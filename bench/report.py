@@ -164,15 +164,15 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
         )
     )
     for point in open_loop_points(results["open_loop"]):
-        pulse_runs = point[PULSE]
-        added = differences(answered(point.runs), PULSE, DIRECT, "p99_ms")  # a round with no answer: none
+        pulse_runs = [run for run in point if run["target"] == PULSE]
+        added = p99_added(point, PULSE)  # a round with no answer gives none
         errors = sum(run["errors"] for run in pulse_runs)
         rows.append(
             (
                 f"open loop, {pulse_runs[0]['delay_ms'] / 1000:g} s upstream, {pulse_runs[0]['target_rate']:g} req/s: "
                 "achieved req/s; p99 added (ms); errors",
-                open_loop_cell(point.runs, PULSE),
-                open_loop_cell(point.runs, LITELLM),
+                open_loop_cell(point, PULSE),
+                open_loop_cell(point, LITELLM),
                 "p99 added < 50 ms, no errors",
                 verdict(len(added) == len(pulse_runs) and median(added) < 50 and errors == 0),
             )
@@ -216,26 +216,18 @@ def long_gc_pauses(results: dict) -> list[dict]:
     return pauses
 
 
-class OpenLoopPoint(dict[str, list[dict]]):
-    """One (delay, rate) point of the open loop: its runs by target, every round."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.runs: list[dict] = []
-
-
-def open_loop_points(runs: list[dict]) -> list[OpenLoopPoint]:
-    points: dict[tuple, OpenLoopPoint] = {}
+def open_loop_points(runs: list[dict]) -> list[list[dict]]:
+    """The runs of each (delay, rate) point of the open loop: every target, every round."""
+    points: dict[tuple, list[dict]] = {}
     for run in runs:
-        point = points.setdefault((run["delay_ms"], run["target_rate"]), OpenLoopPoint())
-        point.setdefault(run["target"], []).append(run)
-        point.runs.append(run)
+        points.setdefault((run["delay_ms"], run["target_rate"]), []).append(run)
     return list(points.values())
 
 
-def answered(runs: list[dict]) -> list[dict]:
-    """The runs that had a latency to give (some request was answered)."""
-    return [run for run in runs if run["p99_ms"] is not None]
+def p99_added(runs: list[dict], target: str) -> list[float]:
+    """The target's p99 over the fake's called directly, per round in which both had answers to time."""
+    answered = [run for run in runs if run["p99_ms"] is not None]
+    return differences(answered, target, DIRECT, "p99_ms")
 
 
 def open_loop_cell(runs: list[dict], target: str) -> str:
@@ -244,8 +236,7 @@ def open_loop_cell(runs: list[dict], target: str) -> str:
     mine = [run for run in runs if run["target"] == target]
     achieved = spread(run["achieved_rate"] for run in mine)
     errors = sum(run["errors"] for run in mine)
-    added = differences(answered(runs), target, DIRECT, "p99_ms")
-    return f"{achieved}; {spread(added, '{:,.1f}')}; {errors:,} errors"
+    return f"{achieved}; {spread(p99_added(runs, target), '{:,.1f}')}; {errors:,} errors"
 
 
 def table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
