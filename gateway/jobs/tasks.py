@@ -56,10 +56,9 @@ def run_job(self: Task, job_id: str, ticket: str) -> None:
     try:
         run_async(lambda: runner.advance(job_id, ticket))
     except (OperationalError, InterfaceError) as error:
-        if self.request.retries >= DATABASE_RETRIES:
-            raise
-        logger.warning("job %s: the database failed (%s); the step runs again", job_id, error)
-        raise self.retry(exc=error, countdown=runner.backoff_s(self.request.retries)) from error
+        # Celery logs the retry, and past max_retries raises the error itself.
+        countdown = runner.backoff_s(self.request.retries)
+        raise self.retry(exc=error, countdown=countdown, max_retries=DATABASE_RETRIES) from error
     except SoftTimeLimitExceeded:
         job = Job.objects.filter(pk=job_id).first()
         if job is not None:
